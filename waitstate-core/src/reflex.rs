@@ -1,0 +1,425 @@
+//! The reflex evaluator: once per tick it closes the window, computes the metrics the rules
+//! name, steps each rule's state machine and produces the local policy.
+//!
+//! Each rule moves through `idle → pending (condition held for less than its "for") →
+//! firing → cooling (condition clear, for less than the cool-down) → releasing (gradual, one
+//! step per `release_step`) → idle`. A condition that holds again while cooling or
+//! releasing goes straight back to firing. Releases are gradual:
+//!
+//! | action | while firing or cooling | release steps 1, 2, 3 |
+//! |---|---|---|
+//! | `block t` | `tagMaxWeights[t] = 0` | `t` throttled to 25%, 50%, 75% |
+//! | `throttle t to p%` | `t` at p% | p + (100-p)·¼, ·½, ·¾ |
+//! | `limit t to r/s` | r/s | 2r, 4r, 8r |
+//! | `limit concurrency to n` | n | 2n, 4n, 8n |
+//! | `kill` | `killSignal` | every tag throttled to 25%, 50%, 75% |
+//! | `shed` | one more priority level per tick | one level readmitted per step, in reverse |
+//!
+//! `shed` never sheds the highest priority level.
+//!
+//! Metrics are computed over the last `window` of ticks: latency percentiles from the
+//! merged histograms of requests that ended (no request ended: no value, the condition
+//! does not hold), `error_rate` = errors / ended (%), `rps` = offered (admitted +
+//! rejected) per second, `reject_rate` = rejected / offered (%), `in_flight` the gauge now,
+//! a custom metric the mean of its reports.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::error::ConfigError;
+use crate::policy::Policy;
+use crate::rule::{Action, Metric, Rule};
+use crate::tags::{Aggregate, Tag, TagCounters};
+
+/// Steps of a gradual release before the action is gone.
+const RELEASE_STEPS: u32 = 3;
+
+/// Where a rule is in its cycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Phase {
+    /// The condition does not hold.
+    Idle,
+    /// The condition holds, for less than the rule's `for`.
+    Pending,
+    /// The action is in force.
+    Firing,
+    /// The condition cleared; the action stays in force until the cool-down ends.
+    Cooling,
+    /// The action is being released step by step (the step, 1..=3).
+    Releasing(u32),
+}
+
+/// A rule's state after a tick, for display and metrics.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct RuleStatus {
+    /// The rule's canonical text.
+    pub rule: String,
+    /// Watched, not enforced.
+    pub dry_run: bool,
+    /// Where it is.
+    pub phase: Phase,
+    /// The metric's value in the last window (`None`: no data).
+    pub value: Option<f64>,
+    /// For `shed`: how many priority levels are shed.
+    pub shed_level: usize,
+}
+
+impl RuleStatus {
+    /// Whether the rule's action is in force (firing, cooling or releasing).
+    pub fn is_active(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Firing | Phase::Cooling | Phase::Releasing(_)
+        )
+    }
+}
+
+#[derive(Debug)]
+struct RuleState {
+    rule: Rule,
+    text: String,
+    dry: bool,
+    cooldown: Duration,
+    phase: Phase,
+    since: Duration,
+    shed_level: usize,
+    value: Option<f64>,
+}
+
+/// One tick's reading: cumulative counters and that tick's custom aggregates.
+#[derive(Debug)]
+struct Sample {
+    at: Duration,
+    tags: Vec<(Tag, TagCounters)>,
+    custom: Vec<(Option<Tag>, String, Aggregate)>,
+}
+
+/// The window's view, by scope: `None` is the whole service.
+#[derive(Debug, Default)]
+struct WindowView {
+    seconds: f64,
+    by_tag: HashMap<String, TagCounters>,
+    service: TagCounters,
+}
+
+/// The evaluator. Owned by one task; no locks.
+pub struct Reflex {
+    rules: Vec<RuleState>,
+    levels: Vec<i64>,
+    window: Duration,
+    release_step: Duration,
+    history: VecDeque<Sample>,
+    spare: Vec<Sample>,
+}
+
+impl fmt::Debug for Reflex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reflex")
+            .field(
+                "rules",
+                &self.rules.iter().map(|r| &r.text).collect::<Vec<_>>(),
+            )
+            .field("window", &self.window)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Reflex {
+    /// The evaluator for a configuration (its rules, cool-downs, window and priorities).
+    ///
+    /// # Errors
+    /// What [`Config::validate`] finds.
+    pub fn new(config: &Config) -> Result<Self, ConfigError> {
+        let parsed = config.parsed_rules()?;
+        let mut levels: Vec<i64> = config.tags.values().copied().collect();
+        levels.push(config.default_priority);
+        levels.sort_unstable();
+        levels.dedup();
+        let rules = parsed
+            .into_iter()
+            .zip(&config.rules)
+            .map(|(rule, rc)| RuleState {
+                text: rule.to_string(),
+                rule,
+                dry: rc.dry_run,
+                cooldown: rc.cooldown.unwrap_or(config.cooldown),
+                phase: Phase::Idle,
+                since: Duration::ZERO,
+                shed_level: 0,
+                value: None,
+            })
+            .collect();
+        Ok(Self {
+            rules,
+            levels,
+            window: config.window,
+            release_step: config.release_step,
+            history: VecDeque::new(),
+            spare: Vec::new(),
+        })
+    }
+
+    /// Close the window at `now`, evaluate every rule, and install the resulting local
+    /// policy in `engine`. Returns each rule's status.
+    pub fn tick(&mut self, now: Duration, engine: &Engine) -> Vec<RuleStatus> {
+        let mut sample = self.spare.pop().unwrap_or(Sample {
+            at: now,
+            tags: Vec::new(),
+            custom: Vec::new(),
+        });
+        sample.at = now;
+        sample.custom.clear();
+        engine.load_counters(&mut sample.tags);
+        engine.take_custom(&mut sample.custom);
+        self.history.push_back(sample);
+        // Keep the samples of the window, plus the one at its start.
+        while self.history.len() > 2
+            && self
+                .history
+                .get(1)
+                .is_some_and(|s| now.saturating_sub(s.at) >= self.window)
+        {
+            if let Some(old) = self.history.pop_front() {
+                self.spare.push(old);
+            }
+        }
+        let view = self.view();
+        let (policy, dry) = self.evaluate(now, &view);
+        // The reflex policy is built from validated rules, so validation cannot fail; if it
+        // ever did, the last good policy stays.
+        let _ = engine.set_local_policy(policy, dry);
+        self.status()
+    }
+
+    /// Each rule's status after the last tick.
+    pub fn status(&self) -> Vec<RuleStatus> {
+        self.rules
+            .iter()
+            .map(|r| RuleStatus {
+                rule: r.text.clone(),
+                dry_run: r.dry,
+                phase: r.phase,
+                value: r.value,
+                shed_level: r.shed_level,
+            })
+            .collect()
+    }
+
+    fn view(&self) -> WindowView {
+        let (Some(first), Some(last)) = (self.history.front(), self.history.back()) else {
+            return WindowView::default();
+        };
+        let single = self.history.len() == 1;
+        let mut view = WindowView {
+            seconds: last.at.saturating_sub(first.at).as_secs_f64(),
+            ..WindowView::default()
+        };
+        let earlier: HashMap<&str, &TagCounters> =
+            first.tags.iter().map(|(t, c)| (t.as_str(), c)).collect();
+        for (tag, now) in &last.tags {
+            let mut delta = now.clone();
+            if single {
+                // No earlier reading: the window is everything so far.
+            } else if let Some(before) = earlier.get(tag.as_str()) {
+                delta.subtract(before);
+            }
+            view.service.merge(&delta);
+            view.by_tag.insert(tag.as_str().to_owned(), delta);
+        }
+        view
+    }
+
+    fn metric_value(&self, metric: &Metric, tag: Option<&str>, view: &WindowView) -> Option<f64> {
+        let scope = match tag {
+            None => Some(&view.service),
+            Some(t) => view.by_tag.get(t),
+        };
+        let c = scope?;
+        let pct = |num: u64, den: u64| (den > 0).then(|| num as f64 * 100.0 / den as f64);
+        match metric {
+            Metric::P50Latency => c.latency.quantile_ms(0.50),
+            Metric::P95Latency => c.latency.quantile_ms(0.95),
+            Metric::P99Latency => c.latency.quantile_ms(0.99),
+            Metric::ErrorRate => pct(c.errors, c.completed),
+            Metric::RejectRate => pct(c.rejected_total(), c.offered()),
+            Metric::Rps => (view.seconds > 0.0).then(|| c.offered() as f64 / view.seconds),
+            Metric::InFlight => Some(c.in_flight as f64),
+            Metric::Custom(name) => {
+                let mut total: Option<Aggregate> = None;
+                // Skip the first sample: its aggregates belong to the tick before the window.
+                for s in self
+                    .history
+                    .iter()
+                    .skip(usize::from(self.history.len() > 1))
+                {
+                    for (t, n, agg) in &s.custom {
+                        let in_scope = match tag {
+                            None => true,
+                            Some(want) => t.as_ref().is_some_and(|t| t.as_str() == want),
+                        };
+                        if in_scope && n == name {
+                            match &mut total {
+                                Some(acc) => acc.merge(agg),
+                                None => total = Some(*agg),
+                            }
+                        }
+                    }
+                }
+                total.map(|a| a.mean())
+            }
+        }
+    }
+
+    fn evaluate(&mut self, now: Duration, view: &WindowView) -> (Policy, Policy) {
+        let mut enforce = Policy::default();
+        let mut dry = Policy::default();
+        let values: Vec<Option<f64>> = self
+            .rules
+            .iter()
+            .map(|r| {
+                self.metric_value(
+                    &r.rule.condition.metric,
+                    r.rule.condition.tag.as_deref(),
+                    view,
+                )
+            })
+            .collect();
+        let max_level = self.levels.len().saturating_sub(1);
+        for (r, value) in self.rules.iter_mut().zip(values) {
+            r.value = value;
+            let cond = &r.rule.condition;
+            let holds = value.is_some_and(|v| cond.op.holds(v, cond.threshold));
+            let is_shed = matches!(r.rule.action, Action::Shed);
+            step(r, holds, now, self.release_step, is_shed, max_level);
+            let contribution = contribution(r, &self.levels);
+            let target = if r.dry { &mut dry } else { &mut enforce };
+            *target = target.stricter(&contribution);
+        }
+        (enforce, dry)
+    }
+}
+
+/// One tick of a rule's state machine.
+fn step(
+    r: &mut RuleState,
+    holds: bool,
+    now: Duration,
+    release_step: Duration,
+    is_shed: bool,
+    max_level: usize,
+) {
+    let held = now.saturating_sub(r.since);
+    let fire = |r: &mut RuleState| {
+        r.phase = Phase::Firing;
+        r.since = now;
+        if is_shed {
+            r.shed_level = (r.shed_level + 1).min(max_level);
+        }
+    };
+    match r.phase {
+        Phase::Idle if holds => {
+            r.since = now;
+            if r.rule.condition.hold.is_zero() {
+                fire(r);
+            } else {
+                r.phase = Phase::Pending;
+            }
+        }
+        Phase::Idle => {}
+        Phase::Pending if !holds => r.phase = Phase::Idle,
+        Phase::Pending => {
+            if held >= r.rule.condition.hold {
+                fire(r);
+            }
+        }
+        Phase::Firing if holds => {
+            // Adaptive shedding: one more level each evaluation step while it holds.
+            if is_shed {
+                r.shed_level = (r.shed_level + 1).min(max_level);
+            }
+        }
+        Phase::Firing => {
+            r.phase = Phase::Cooling;
+            r.since = now;
+        }
+        Phase::Cooling | Phase::Releasing(_) if holds => fire(r),
+        Phase::Cooling => {
+            if held >= r.cooldown {
+                r.phase = Phase::Releasing(1);
+                r.since = now;
+                if is_shed {
+                    r.shed_level = r.shed_level.saturating_sub(1);
+                    if r.shed_level == 0 {
+                        r.phase = Phase::Idle;
+                    }
+                }
+            }
+        }
+        Phase::Releasing(k) => {
+            if held >= release_step {
+                r.since = now;
+                if is_shed {
+                    r.shed_level = r.shed_level.saturating_sub(1);
+                    if r.shed_level == 0 {
+                        r.phase = Phase::Idle;
+                    }
+                } else if k >= RELEASE_STEPS {
+                    r.phase = Phase::Idle;
+                } else {
+                    r.phase = Phase::Releasing(k + 1);
+                }
+            }
+        }
+    }
+}
+
+/// What a rule in its current phase adds to the policy.
+fn contribution(r: &RuleState, levels: &[i64]) -> Policy {
+    let mut p = Policy::default();
+    let release = match r.phase {
+        Phase::Idle | Phase::Pending => return p,
+        Phase::Firing | Phase::Cooling => None,
+        Phase::Releasing(k) => Some(k),
+    };
+    let ramp = |k: u32| f64::from(k) / f64::from(RELEASE_STEPS + 1);
+    match &r.rule.action {
+        Action::Block { tag } => match release {
+            None => {
+                p.tag_max_weights.insert(tag.clone(), 0.0);
+            }
+            Some(k) => {
+                p.tag_throttles.insert(tag.clone(), 100.0 * ramp(k));
+            }
+        },
+        Action::Throttle { tag, percent } => {
+            let share = match release {
+                None => *percent,
+                Some(k) => percent + (100.0 - percent) * ramp(k),
+            };
+            p.tag_throttles.insert(tag.clone(), share);
+        }
+        Action::Limit { tag, per_second } => {
+            let factor = release.map_or(1.0, |k| f64::from(1u32 << k));
+            p.tag_rate_limits.insert(tag.clone(), per_second * factor);
+        }
+        Action::LimitConcurrency { max } => {
+            let factor = release.map_or(1, |k| 1u64 << k);
+            p.concurrency_limit = Some(u64::from(*max) * factor);
+        }
+        Action::Kill => match release {
+            None => p.kill_signal = true,
+            Some(k) => p.global_throttle = Some(100.0 * ramp(k)),
+        },
+        Action::Shed => {
+            if r.shed_level > 0 {
+                p.priority_floor = levels.get(r.shed_level).copied();
+            }
+        }
+    }
+    p
+}

@@ -1,0 +1,295 @@
+//! The local engine (feature `runtime`): the [`WaitState`] handle, its builder, the RAII
+//! [`Permit`], and the background task that evaluates the rules every tick.
+
+mod permit;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior};
+
+pub use self::permit::Permit;
+use crate::config::{Config, RuleConfig};
+use crate::decision::{Decision, Rejection};
+use crate::engine::{Demand, Engine, ReportError};
+use crate::error::ConfigError;
+use crate::policy::Policy;
+use crate::reflex::{Reflex, RuleStatus};
+use crate::tags::TagCounters;
+
+/// The runtime's one clock. Every time reading of the runtime goes through here, so that
+/// `tokio::time::pause()` drives it in tests.
+#[allow(clippy::disallowed_methods)]
+pub(crate) fn clock_now() -> Instant {
+    Instant::now()
+}
+
+/// The handle to one engine. Cheap to clone: every clone shares one policy, one set of
+/// counters and one background task, which stops when the last clone is dropped.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), waitstate_core::ConfigError> {
+/// use waitstate_core::{Reason, WaitState};
+///
+/// let ws = WaitState::builder()
+///     .tag("enterprise", 100)
+///     .tag("free", 10)
+///     .rule("when p95_latency > 500ms for 5s then block free")
+///     .build()?;
+///
+/// let permit = ws.admit("free", 1.0).expect("nothing fires yet");
+/// // ... call the backend ...
+/// drop(permit); // records latency and outcome for `free`, frees the in-flight slot
+///
+/// let mut blocked = waitstate_core::Policy::default();
+/// blocked.tag_max_weights.insert("free".into(), 0.0);
+/// ws.engine().set_remote_policy(Some(blocked))?;
+/// let rejection = ws.admit("free", 1.0).unwrap_err();
+/// assert_eq!(rejection.reason(), Reason::TagBlocked);
+/// assert!(ws.admit("enterprise", 1.0).is_ok());
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct WaitState {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    engine: Engine,
+    origin: Instant,
+    status: ArcSwap<Vec<RuleStatus>>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let task = self.task.get_mut().unwrap_or_else(|p| p.into_inner());
+        if let Some(task) = task.take() {
+            task.abort();
+        }
+    }
+}
+
+impl Inner {
+    fn now(&self) -> Duration {
+        clock_now().saturating_duration_since(self.origin)
+    }
+}
+
+impl WaitState {
+    /// Start configuring an engine.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// An engine from a TOML file (the format in [`Config`]).
+    ///
+    /// # Errors
+    /// [`ConfigError::Io`] if the file cannot be read, otherwise as
+    /// [`Config::from_toml_str`] and [`Builder::build`].
+    pub fn from_config_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Self::from_config(Config::from_toml_str(&text)?)
+    }
+
+    /// An engine from a configuration.
+    ///
+    /// # Errors
+    /// As [`Builder::build`].
+    pub fn from_config(config: Config) -> Result<Self, ConfigError> {
+        Builder { config }.build()
+    }
+
+    /// Decide for one request of `tag` and `weight`, without holding an in-flight slot.
+    pub fn decide(&self, tag: &str, weight: f64) -> Decision {
+        self.decide_demand(&Demand::new(tag).weight(weight))
+    }
+
+    /// Decide for a [`Demand`] (tag, weight and cohort key).
+    pub fn decide_demand(&self, demand: &Demand<'_>) -> Decision {
+        let inner = &*self.inner;
+        inner.engine.decide_lazy(demand, || inner.now())
+    }
+
+    /// Decide, and when allowed hold an in-flight slot: the [`Permit`] records latency and
+    /// outcome for the tag when it is dropped.
+    ///
+    /// # Errors
+    /// The [`Rejection`] (reason, tag, priority, retry-after) when turned away.
+    pub fn admit(&self, tag: &str, weight: f64) -> Result<Permit, Rejection> {
+        self.admit_demand(&Demand::new(tag).weight(weight))
+    }
+
+    /// [`WaitState::admit`] for a [`Demand`].
+    ///
+    /// # Errors
+    /// As [`WaitState::admit`].
+    pub fn admit_demand(&self, demand: &Demand<'_>) -> Result<Permit, Rejection> {
+        let start = clock_now();
+        let now = start.saturating_duration_since(self.inner.origin);
+        let ticket = self.inner.engine.admit(demand, now)?;
+        Ok(Permit::new(ticket, start))
+    }
+
+    /// Feed a custom metric that rules can name, for a tag or the whole service.
+    ///
+    /// # Errors
+    /// [`ReportError`] when the value is dropped (bad name, not finite, too many metrics).
+    pub fn report(&self, metric: &str, value: f64, tag: Option<&str>) -> Result<(), ReportError> {
+        self.inner.engine.report(metric, value, tag)
+    }
+
+    /// The effective policy now (local rules and remote merged).
+    pub fn policy(&self) -> Arc<Policy> {
+        self.inner.engine.policy()
+    }
+
+    /// Each rule's status after the last tick.
+    pub fn rules(&self) -> Arc<Vec<RuleStatus>> {
+        self.inner.status.load_full()
+    }
+
+    /// A tag's cumulative counters, if it is tracked.
+    pub fn counters(&self, tag: &str) -> Option<TagCounters> {
+        self.inner.engine.counters(tag)
+    }
+
+    /// Requests in flight across every tag.
+    pub fn in_flight(&self) -> u64 {
+        self.inner.engine.in_flight()
+    }
+
+    /// The engine underneath (policy merge point, counters, tags).
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// Whether the background task is still running (it stops with the last handle).
+    pub fn is_running(&self) -> bool {
+        let task = self.inner.task.lock().unwrap_or_else(|p| p.into_inner());
+        task.as_ref().is_some_and(|t| !t.is_finished())
+    }
+}
+
+/// Configures a [`WaitState`]. Every setting has a default; see [`Config`].
+#[derive(Clone, Debug, Default)]
+#[must_use]
+pub struct Builder {
+    config: Config,
+}
+
+impl Builder {
+    /// Start from a whole configuration (e.g. read from TOML), then adjust.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Give a tag a priority (higher is more important).
+    pub fn tag(mut self, name: impl Into<String>, priority: i64) -> Self {
+        self.config.tags.insert(name.into(), priority);
+        self
+    }
+
+    /// The priority of tags not listed (default 0).
+    pub fn default_priority(mut self, priority: i64) -> Self {
+        self.config.default_priority = priority;
+        self
+    }
+
+    /// Add a reflex rule from its text; a rule that does not parse fails [`Builder::build`].
+    pub fn rule(mut self, text: impl Into<String>) -> Self {
+        self.config.rules.push(RuleConfig::new(text));
+        self
+    }
+
+    /// Add a rule with its options (dry run, cool-down).
+    pub fn rule_config(mut self, rule: RuleConfig) -> Self {
+        self.config.rules.push(rule);
+        self
+    }
+
+    /// Most tags tracked one by one (default 256).
+    pub fn tag_cap(mut self, cap: usize) -> Self {
+        self.config.tag_cap = cap;
+        self
+    }
+
+    /// Compute and count every decision, reject nothing.
+    pub fn dry_run(mut self, yes: bool) -> Self {
+        self.config.dry_run = yes;
+        self
+    }
+
+    /// How often rules are evaluated (default 1 s).
+    pub fn tick(mut self, every: Duration) -> Self {
+        self.config.tick = every;
+        self
+    }
+
+    /// The window rules read (default 5 s).
+    pub fn window(mut self, window: Duration) -> Self {
+        self.config.window = window;
+        self
+    }
+
+    /// Default cool-down before a rule releases (default 5 s).
+    pub fn cooldown(mut self, cooldown: Duration) -> Self {
+        self.config.cooldown = cooldown;
+        self
+    }
+
+    /// Length of each gradual release step (default 2 s).
+    pub fn release_step(mut self, step: Duration) -> Self {
+        self.config.release_step = step;
+        self
+    }
+
+    /// Retry-after hint for rejections other than rate limits (default 1 s).
+    pub fn retry_after(mut self, hint: Duration) -> Self {
+        self.config.retry_after = hint;
+        self
+    }
+
+    /// Validate, build the engine and start its background task on the current tokio
+    /// runtime.
+    ///
+    /// # Errors
+    /// What [`Config::validate`] finds (a rule's column included), or
+    /// [`ConfigError::NoRuntime`] outside a tokio runtime.
+    pub fn build(self) -> Result<WaitState, ConfigError> {
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| ConfigError::NoRuntime)?;
+        let engine = Engine::new(&self.config)?;
+        let reflex = Reflex::new(&self.config)?;
+        let inner = Arc::new(Inner {
+            status: ArcSwap::from_pointee(reflex.status()),
+            engine,
+            origin: clock_now(),
+            task: Mutex::new(None),
+        });
+        let task = handle.spawn(run(Arc::downgrade(&inner), reflex, self.config.tick));
+        *inner.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        Ok(WaitState { inner })
+    }
+}
+
+/// The background task: every tick, close the window, evaluate, swap in the new policy.
+/// It holds only a weak reference, so it ends when the last handle is dropped.
+async fn run(inner: Weak<Inner>, mut reflex: Reflex, tick: Duration) {
+    let mut interval = tokio::time::interval_at(clock_now() + tick, tick);
+    interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let Some(inner) = inner.upgrade() else { break };
+        let status = reflex.tick(inner.now(), &inner.engine);
+        inner.status.store(Arc::new(status));
+    }
+}

@@ -1,0 +1,351 @@
+//! Per-tag state: one slot per tag, created once (at configuration or first sight), never
+//! freed while the engine lives, bounded by the registry's cap.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+
+use crate::decision::Reason;
+use crate::histogram::{AtomicHistogram, Histogram};
+
+/// The tag of a request that names none (v1: a missing tag is `__default__`). An empty tag
+/// is counted as this tag too.
+pub const DEFAULT_TAG: &str = "__default__";
+/// The tag that counts every tag past the registry's cap, and every oversized tag.
+pub const OVERFLOW_TAG: &str = "__overflow__";
+/// The longest tag kept as itself, in bytes; a longer one is counted as [`OVERFLOW_TAG`].
+pub const MAX_TAG_LEN: usize = 128;
+/// How many custom metric names the engine tracks; reports past it are dropped and counted.
+pub const MAX_CUSTOM_METRICS: usize = 32;
+
+/// Checks a tag name given in configuration or in a policy.
+pub(crate) fn check_tag_name(tag: &str) -> Result<(), String> {
+    if tag.is_empty() {
+        return Err("a tag cannot be empty".into());
+    }
+    if tag.len() > MAX_TAG_LEN {
+        return Err(format!(
+            "a tag is at most {MAX_TAG_LEN} bytes, got {}",
+            tag.len()
+        ));
+    }
+    if tag.chars().any(char::is_control) {
+        return Err("a tag cannot hold control characters".into());
+    }
+    Ok(())
+}
+
+/// Shared by every slot of one engine: the service-wide in-flight count, only touched while a
+/// concurrency limit is active. Padded so it shares no cache line with a slot.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub(crate) struct Global {
+    pub(crate) in_flight: AtomicU64,
+}
+
+/// One custom metric's window aggregate, lock-free (`f64` bits in atomics).
+#[derive(Debug)]
+pub(crate) struct CustomAcc {
+    count: AtomicU64,
+    sum: AtomicU64,
+    min: AtomicU64,
+    max: AtomicU64,
+}
+
+impl Default for CustomAcc {
+    fn default() -> Self {
+        Self {
+            count: AtomicU64::new(0),
+            sum: AtomicU64::new(0f64.to_bits()),
+            min: AtomicU64::new(f64::INFINITY.to_bits()),
+            max: AtomicU64::new(f64::NEG_INFINITY.to_bits()),
+        }
+    }
+}
+
+fn update_f64(cell: &AtomicU64, f: impl Fn(f64) -> f64) {
+    // A CAS loop; `fetch_update` retries on contention. It never fails because the
+    // closure always returns Some.
+    let _ = cell.fetch_update(Relaxed, Relaxed, |bits| {
+        Some(f(f64::from_bits(bits)).to_bits())
+    });
+}
+
+impl CustomAcc {
+    pub(crate) fn record(&self, v: f64) {
+        update_f64(&self.sum, |s| s + v);
+        update_f64(&self.min, |m| m.min(v));
+        update_f64(&self.max, |m| m.max(v));
+        self.count.fetch_add(1, Relaxed);
+    }
+
+    /// Take the window's aggregate and start a new one.
+    pub(crate) fn take(&self) -> Option<Aggregate> {
+        let count = self.count.swap(0, Relaxed);
+        let sum = f64::from_bits(self.sum.swap(0f64.to_bits(), Relaxed));
+        let min = f64::from_bits(self.min.swap(f64::INFINITY.to_bits(), Relaxed));
+        let max = f64::from_bits(self.max.swap(f64::NEG_INFINITY.to_bits(), Relaxed));
+        (count > 0).then_some(Aggregate {
+            min,
+            max,
+            sum,
+            count,
+        })
+    }
+}
+
+/// A custom metric over a window: `{min, max, sum, count}` as the v1 pulse sends it.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Aggregate {
+    /// Smallest value reported.
+    pub min: f64,
+    /// Largest value reported.
+    pub max: f64,
+    /// Sum of the values.
+    pub sum: f64,
+    /// How many values.
+    pub count: u64,
+}
+
+impl Aggregate {
+    /// Fold another window in.
+    pub fn merge(&mut self, o: &Aggregate) {
+        self.min = self.min.min(o.min);
+        self.max = self.max.max(o.max);
+        self.sum += o.sum;
+        self.count += o.count;
+    }
+
+    /// The mean value (what a rule compares).
+    pub fn mean(&self) -> f64 {
+        if self.count == 0 {
+            f64::NAN
+        } else {
+            self.sum / self.count as f64
+        }
+    }
+}
+
+/// The set of custom metric accumulators, allocated on first use.
+#[derive(Debug, Default)]
+pub(crate) struct CustomSet(OnceLock<Box<[CustomAcc]>>);
+
+impl CustomSet {
+    pub(crate) fn record(&self, index: usize, v: f64) {
+        let accs = self.0.get_or_init(|| {
+            (0..MAX_CUSTOM_METRICS)
+                .map(|_| CustomAcc::default())
+                .collect()
+        });
+        if let Some(acc) = accs.get(index) {
+            acc.record(v);
+        }
+    }
+
+    /// Take every metric's window aggregate, by metric index.
+    pub(crate) fn take(&self, out: &mut Vec<(usize, Aggregate)>) {
+        if let Some(accs) = self.0.get() {
+            out.extend(
+                accs.iter()
+                    .enumerate()
+                    .filter_map(|(i, a)| a.take().map(|g| (i, g))),
+            );
+        }
+    }
+}
+
+/// All state of one tag. Aligned so that two slots never share a cache line: threads
+/// serving different tags do not contend.
+#[repr(align(128))]
+pub(crate) struct TagSlot {
+    pub(crate) name: Box<str>,
+    pub(crate) priority: i64,
+    pub(crate) global: Arc<Global>,
+    // Written on every decision.
+    pub(crate) in_flight: AtomicU64,
+    pub(crate) admitted: AtomicU64,
+    pub(crate) admitted_weight_milli: AtomicU64,
+    pub(crate) rejected: [AtomicU64; Reason::ALL.len()],
+    pub(crate) would_reject: AtomicU64,
+    pub(crate) throttle_credit: AtomicU64,
+    pub(crate) dry_throttle_credit: AtomicU64,
+    pub(crate) tat: AtomicU64,
+    pub(crate) dry_tat: AtomicU64,
+    // Written when a request ends.
+    pub(crate) completed: AtomicU64,
+    pub(crate) errors: AtomicU64,
+    pub(crate) latency_sum_us: AtomicU64,
+    pub(crate) latency: AtomicHistogram,
+    pub(crate) custom: CustomSet,
+}
+
+impl fmt::Debug for TagSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TagSlot")
+            .field("name", &self.name)
+            .field("priority", &self.priority)
+            .field("in_flight", &self.in_flight.load(Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl TagSlot {
+    pub(crate) fn new(name: &str, priority: i64, global: Arc<Global>) -> Self {
+        Self {
+            name: name.into(),
+            priority,
+            global,
+            in_flight: AtomicU64::new(0),
+            admitted: AtomicU64::new(0),
+            admitted_weight_milli: AtomicU64::new(0),
+            rejected: Default::default(),
+            would_reject: AtomicU64::new(0),
+            throttle_credit: AtomicU64::new(0),
+            dry_throttle_credit: AtomicU64::new(0),
+            tat: AtomicU64::new(0),
+            dry_tat: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            latency_sum_us: AtomicU64::new(0),
+            latency: AtomicHistogram::new(),
+            custom: CustomSet::default(),
+        }
+    }
+
+    /// Record the end of an admitted request: latency and outcome.
+    pub(crate) fn record_completion(&self, latency_us: u64, error: bool) {
+        self.latency.record_micros(latency_us);
+        self.latency_sum_us.fetch_add(latency_us, Relaxed);
+        if error {
+            self.errors.fetch_add(1, Relaxed);
+        }
+        self.completed.fetch_add(1, Relaxed);
+    }
+
+    /// Copy the cumulative counters into `out` (allocation-free once `out` exists).
+    pub(crate) fn load_into(&self, out: &mut TagCounters) {
+        out.admitted = self.admitted.load(Relaxed);
+        out.admitted_weight = self.admitted_weight_milli.load(Relaxed) as f64 / 1000.0;
+        for (o, r) in out.rejected.iter_mut().zip(&self.rejected) {
+            *o = r.load(Relaxed);
+        }
+        out.would_reject = self.would_reject.load(Relaxed);
+        out.completed = self.completed.load(Relaxed);
+        out.errors = self.errors.load(Relaxed);
+        out.latency_sum_us = self.latency_sum_us.load(Relaxed);
+        out.in_flight = self.in_flight.load(Relaxed);
+        self.latency.load_into(&mut out.latency);
+    }
+}
+
+/// Cumulative counters of one tag (they only grow, except `in_flight`, a gauge). Subtract
+/// an earlier copy to get a window.
+#[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub struct TagCounters {
+    /// Requests admitted.
+    pub admitted: u64,
+    /// Weight admitted, in units.
+    pub admitted_weight: f64,
+    /// Requests rejected, by [`Reason`] (indexed as [`Reason::ALL`]).
+    pub rejected: [u64; Reason::ALL.len()],
+    /// Requests a dry-run mode or rule would have rejected but let through.
+    pub would_reject: u64,
+    /// Admitted requests that have ended.
+    pub completed: u64,
+    /// Ended requests classified as errors.
+    pub errors: u64,
+    /// Sum of ended requests' latency, in microseconds.
+    pub latency_sum_us: u64,
+    /// Requests in flight now (a gauge).
+    pub in_flight: u64,
+    /// Latency of ended requests.
+    pub latency: Histogram,
+}
+
+impl TagCounters {
+    /// Requests offered: admitted plus rejected.
+    pub fn offered(&self) -> u64 {
+        self.admitted + self.rejected_total()
+    }
+
+    /// All rejections.
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.iter().sum()
+    }
+
+    /// Rejections for one reason.
+    pub fn rejected_for(&self, reason: Reason) -> u64 {
+        self.rejected[reason.index()]
+    }
+
+    /// `self - earlier`, field by field (the gauge is kept as is).
+    pub fn since(&self, earlier: &TagCounters) -> TagCounters {
+        let mut out = self.clone();
+        out.subtract(earlier);
+        out
+    }
+
+    /// In place: `self -= earlier` (the gauge is kept as is).
+    pub fn subtract(&mut self, earlier: &TagCounters) {
+        self.admitted = self.admitted.saturating_sub(earlier.admitted);
+        self.admitted_weight = (self.admitted_weight - earlier.admitted_weight).max(0.0);
+        for (a, b) in self.rejected.iter_mut().zip(&earlier.rejected) {
+            *a = a.saturating_sub(*b);
+        }
+        self.would_reject = self.would_reject.saturating_sub(earlier.would_reject);
+        self.completed = self.completed.saturating_sub(earlier.completed);
+        self.errors = self.errors.saturating_sub(earlier.errors);
+        self.latency_sum_us = self.latency_sum_us.saturating_sub(earlier.latency_sum_us);
+        self.latency.subtract(&earlier.latency);
+    }
+
+    /// In place: `self += other` (gauges add too: used to sum tags into the service).
+    pub fn merge(&mut self, other: &TagCounters) {
+        self.admitted += other.admitted;
+        self.admitted_weight += other.admitted_weight;
+        for (a, b) in self.rejected.iter_mut().zip(&other.rejected) {
+            *a += *b;
+        }
+        self.would_reject += other.would_reject;
+        self.completed += other.completed;
+        self.errors += other.errors;
+        self.latency_sum_us += other.latency_sum_us;
+        self.in_flight += other.in_flight;
+        self.latency.merge(&other.latency);
+    }
+}
+
+/// A tag as the engine tracks it: its name and priority. Cheap to clone (shared).
+#[derive(Clone)]
+pub struct Tag(pub(crate) Arc<TagSlot>);
+
+impl Tag {
+    /// The tag's name ([`OVERFLOW_TAG`] for tags past the cap).
+    pub fn as_str(&self) -> &str {
+        &self.0.name
+    }
+
+    /// The tag's priority (higher is more important).
+    pub fn priority(&self) -> i64 {
+        self.0.priority
+    }
+}
+
+impl fmt::Debug for Tag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Tag").field(&self.as_str()).finish()
+    }
+}
+
+impl fmt::Display for Tag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq for Tag {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
