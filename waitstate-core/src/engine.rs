@@ -604,7 +604,14 @@ impl Engine {
 
     fn compile(&self, p: &Policy, name: &str, priority: i64) -> Limits {
         let tag_throttle = p.tag_throttles.get(name).copied().unwrap_or(100.0);
-        let throttle = tag_throttle.min(p.global_throttle.unwrap_or(100.0));
+        let level_throttle = p
+            .priority_throttles
+            .get(&priority)
+            .copied()
+            .unwrap_or(100.0);
+        let throttle = tag_throttle
+            .min(level_throttle)
+            .min(p.global_throttle.unwrap_or(100.0));
         Limits {
             kill: p.kill_signal,
             global_max_weight: p.global_max_weight,

@@ -65,6 +65,11 @@ pub mod rule;
 mod runtime;
 mod tags;
 
+/// The README's Rust snippets compile (run by `cargo test --doc`).
+#[cfg(all(doctest, feature = "runtime"))]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
+
 pub use config::{Config, RuleConfig};
 pub use decision::{Decision, Quota, Reason, Rejection};
 pub use engine::{Demand, Engine, ReportError, Ticket};

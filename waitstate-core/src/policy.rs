@@ -77,6 +77,10 @@ pub struct Policy {
     /// Tags whose priority is below this are shed (`priority_shed`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority_floor: Option<i64>,
+    /// Per priority: the share of requests admitted, in percent, for every tag of that
+    /// priority (used while `shed` readmits a level gradually).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub priority_throttles: BTreeMap<i64, f64>,
 }
 
 fn infinity() -> f64 {
@@ -114,6 +118,7 @@ impl Default for Policy {
             tag_rate_limits: BTreeMap::new(),
             concurrency_limit: None,
             priority_floor: None,
+            priority_throttles: BTreeMap::new(),
         }
     }
 }
@@ -174,6 +179,9 @@ impl Policy {
         if let Some(p) = self.global_throttle {
             check_percent("globalThrottle", p)?;
         }
+        for (prio, p) in &self.priority_throttles {
+            check_percent(&format!("priorityThrottles.{prio}"), *p)?;
+        }
         for (tag, r) in &self.tag_rate_limits {
             check_policy_tag("tagRateLimits", tag)?;
             if !r.is_finite() || *r < 0.0 {
@@ -196,7 +204,7 @@ impl Policy {
     /// the lower of two limits, the higher priority floor). The lease and pulse hints come
     /// from `self` when set.
     pub fn stricter(&self, other: &Policy) -> Policy {
-        fn min_map(a: &BTreeMap<String, f64>, b: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+        fn min_map<K: Ord + Clone>(a: &BTreeMap<K, f64>, b: &BTreeMap<K, f64>) -> BTreeMap<K, f64> {
             let mut out = a.clone();
             for (k, v) in b {
                 out.entry(k.clone())
@@ -227,6 +235,7 @@ impl Policy {
                 (Some(a), Some(b)) => Some(a.max(b)),
                 (a, b) => a.or(b),
             },
+            priority_throttles: min_map(&self.priority_throttles, &other.priority_throttles),
         }
     }
 

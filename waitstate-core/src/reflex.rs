@@ -13,7 +13,7 @@
 //! | `limit t to r/s` | r/s | 2r, 4r, 8r |
 //! | `limit concurrency to n` | n | 2n, 4n, 8n |
 //! | `kill` | `killSignal` | every tag throttled to 25%, 50%, 75% |
-//! | `shed` | one more priority level per tick | one level readmitted per step, in reverse |
+//! | `shed` | one more priority level per tick (levels without traffic are passed over; none while the metric is clearly recovering) | one level at a time, in reverse, each at 25%, 50%, 75%, then open |
 //!
 //! `shed` never sheds the highest priority level.
 //!
@@ -31,7 +31,7 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::error::ConfigError;
 use crate::policy::Policy;
-use crate::rule::{Action, Metric, Rule};
+use crate::rule::{Action, Metric, Op, Rule};
 use crate::tags::{Aggregate, Tag, TagCounters};
 
 /// Steps of a gradual release before the action is gone.
@@ -103,7 +103,7 @@ struct Sample {
 #[derive(Debug, Default)]
 struct WindowView {
     seconds: f64,
-    by_tag: HashMap<String, TagCounters>,
+    by_tag: HashMap<String, (i64, TagCounters)>,
     service: TagCounters,
 }
 
@@ -229,7 +229,8 @@ impl Reflex {
                 delta.subtract(before);
             }
             view.service.merge(&delta);
-            view.by_tag.insert(tag.as_str().to_owned(), delta);
+            view.by_tag
+                .insert(tag.as_str().to_owned(), (tag.priority(), delta));
         }
         view
     }
@@ -237,7 +238,7 @@ impl Reflex {
     fn metric_value(&self, metric: &Metric, tag: Option<&str>, view: &WindowView) -> Option<f64> {
         let scope = match tag {
             None => Some(&view.service),
-            Some(t) => view.by_tag.get(t),
+            Some(t) => view.by_tag.get(t).map(|(_, c)| c),
         };
         let c = scope?;
         let pct = |num: u64, den: u64| (den > 0).then(|| num as f64 * 100.0 / den as f64);
@@ -289,13 +290,23 @@ impl Reflex {
                 )
             })
             .collect();
-        let max_level = self.levels.len().saturating_sub(1);
+        let shed = ShedLevels {
+            busy: self
+                .levels
+                .iter()
+                .map(|level| {
+                    view.by_tag
+                        .values()
+                        .any(|(priority, c)| priority == level && c.offered() > 0)
+                })
+                .collect(),
+        };
         for (r, value) in self.rules.iter_mut().zip(values) {
-            r.value = value;
+            let previous = std::mem::replace(&mut r.value, value);
             let cond = &r.rule.condition;
             let holds = value.is_some_and(|v| cond.op.holds(v, cond.threshold));
-            let is_shed = matches!(r.rule.action, Action::Shed);
-            step(r, holds, now, self.release_step, is_shed, max_level);
+            let levels = matches!(r.rule.action, Action::Shed).then_some(&shed);
+            step(r, holds, previous, now, self.release_step, levels);
             let contribution = contribution(r, &self.levels);
             let target = if r.dry { &mut dry } else { &mut enforce };
             *target = target.stricter(&contribution);
@@ -304,22 +315,77 @@ impl Reflex {
     }
 }
 
-/// One tick of a rule's state machine.
+/// What `shed` needs to know to move between priority levels.
+#[derive(Debug)]
+struct ShedLevels {
+    /// Per level (lowest first): whether it had any traffic in the window.
+    busy: Vec<bool>,
+}
+
+impl ShedLevels {
+    /// The highest level `shed` may reach: every priority but the top one shed.
+    fn max(&self) -> usize {
+        self.busy.len().saturating_sub(1)
+    }
+
+    /// One more level: the next level up that has traffic ("the lowest priority still
+    /// admitted"); empty levels in between are passed over in the same step.
+    fn up(&self, level: usize) -> usize {
+        (level + 1..=self.max())
+            .find(|k| self.busy[k - 1])
+            .unwrap_or(level)
+    }
+
+    /// One level back, in reverse: the highest level below `level` that has traffic,
+    /// which then ramps back up (the empty levels above it are readmitted with it). `None`
+    /// when no level below has traffic: nothing is left to readmit.
+    fn down(&self, level: usize) -> Option<usize> {
+        (0..level).rev().find(|j| self.busy[*j])
+    }
+}
+
+/// Whether the metric moved clearly (5%) towards clearing the condition since last tick.
+fn improving(op: Op, value: Option<f64>, previous: Option<f64>) -> bool {
+    match (value, previous) {
+        (Some(v), Some(p)) => match op {
+            Op::Gt | Op::Ge => v < p * 0.95,
+            Op::Lt | Op::Le => v > p * 1.05,
+        },
+        _ => false,
+    }
+}
+
+/// One tick of a rule's state machine. `shed` is set for the `shed` action.
 fn step(
     r: &mut RuleState,
     holds: bool,
+    previous: Option<f64>,
     now: Duration,
     release_step: Duration,
-    is_shed: bool,
-    max_level: usize,
+    shed: Option<&ShedLevels>,
 ) {
     let held = now.saturating_sub(r.since);
     let fire = |r: &mut RuleState| {
         r.phase = Phase::Firing;
         r.since = now;
-        if is_shed {
-            r.shed_level = (r.shed_level + 1).min(max_level);
+        if let Some(levels) = shed {
+            r.shed_level = levels.up(r.shed_level);
         }
+    };
+    // `shed` readmits one level at a time, each through the ramp (25%, 50%, 75%) before
+    // it is fully open and the next level starts.
+    let release_one = |r: &mut RuleState, levels: &ShedLevels| match r.phase {
+        Phase::Releasing(k) if k < RELEASE_STEPS => r.phase = Phase::Releasing(k + 1),
+        _ => match levels.down(r.shed_level) {
+            Some(level) => {
+                r.shed_level = level;
+                r.phase = Phase::Releasing(1);
+            }
+            None => {
+                r.shed_level = 0;
+                r.phase = Phase::Idle;
+            }
+        },
     };
     match r.phase {
         Phase::Idle if holds => {
@@ -338,9 +404,13 @@ fn step(
             }
         }
         Phase::Firing if holds => {
-            // Adaptive shedding: one more level each evaluation step while it holds.
-            if is_shed {
-                r.shed_level = (r.shed_level + 1).min(max_level);
+            // Adaptive shedding: one more level each evaluation step while the condition
+            // holds, unless the metric is already clearly recovering (the levels shed so
+            // far are working; a lagging metric must not shed the next level too).
+            if let Some(levels) = shed
+                && !improving(r.rule.condition.op, r.value, previous)
+            {
+                r.shed_level = levels.up(r.shed_level);
             }
         }
         Phase::Firing => {
@@ -350,24 +420,18 @@ fn step(
         Phase::Cooling | Phase::Releasing(_) if holds => fire(r),
         Phase::Cooling => {
             if held >= r.cooldown {
-                r.phase = Phase::Releasing(1);
                 r.since = now;
-                if is_shed {
-                    r.shed_level = r.shed_level.saturating_sub(1);
-                    if r.shed_level == 0 {
-                        r.phase = Phase::Idle;
-                    }
+                match shed {
+                    Some(levels) => release_one(r, levels),
+                    None => r.phase = Phase::Releasing(1),
                 }
             }
         }
         Phase::Releasing(k) => {
             if held >= release_step {
                 r.since = now;
-                if is_shed {
-                    r.shed_level = r.shed_level.saturating_sub(1);
-                    if r.shed_level == 0 {
-                        r.phase = Phase::Idle;
-                    }
+                if let Some(levels) = shed {
+                    release_one(r, levels);
                 } else if k >= RELEASE_STEPS {
                     r.phase = Phase::Idle;
                 } else {
@@ -418,6 +482,10 @@ fn contribution(r: &RuleState, levels: &[i64]) -> Policy {
         Action::Shed => {
             if r.shed_level > 0 {
                 p.priority_floor = levels.get(r.shed_level).copied();
+            }
+            // The level being readmitted (the one at the floor) ramps up.
+            if let (Some(k), Some(level)) = (release, levels.get(r.shed_level)) {
+                p.priority_throttles.insert(*level, 100.0 * ramp(k));
             }
         }
     }

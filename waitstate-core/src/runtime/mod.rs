@@ -269,13 +269,15 @@ impl Builder {
         let handle = tokio::runtime::Handle::try_current().map_err(|_| ConfigError::NoRuntime)?;
         let engine = Engine::new(&self.config)?;
         let reflex = Reflex::new(&self.config)?;
+        let origin = clock_now();
         let inner = Arc::new(Inner {
             status: ArcSwap::from_pointee(reflex.status()),
             engine,
-            origin: clock_now(),
+            origin,
             task: Mutex::new(None),
         });
-        let task = handle.spawn(run(Arc::downgrade(&inner), reflex, self.config.tick));
+        let first = origin + self.config.tick;
+        let task = handle.spawn(run(Arc::downgrade(&inner), reflex, first, self.config.tick));
         *inner.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
         Ok(WaitState { inner })
     }
@@ -283,8 +285,8 @@ impl Builder {
 
 /// The background task: every tick, close the window, evaluate, swap in the new policy.
 /// It holds only a weak reference, so it ends when the last handle is dropped.
-async fn run(inner: Weak<Inner>, mut reflex: Reflex, tick: Duration) {
-    let mut interval = tokio::time::interval_at(clock_now() + tick, tick);
+async fn run(inner: Weak<Inner>, mut reflex: Reflex, first: Instant, tick: Duration) {
+    let mut interval = tokio::time::interval_at(first, tick);
     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         interval.tick().await;

@@ -1,0 +1,254 @@
+//! Rule flows end to end with injected time: a rule fires after its `for`, holds, cools
+//! down and releases gradually; `shed` walks down the priorities one level per step and
+//! back up in reverse.
+
+use std::time::Duration;
+
+use waitstate_core::{Config, Decision, Demand, Engine, Phase, Reason, Reflex, RuleConfig};
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+/// Offer `n` requests of `tag` at `now`; those admitted end with `latency`. Returns how many
+/// were admitted.
+fn offer(engine: &Engine, tag: &str, n: u32, now: Duration, latency: Duration) -> u32 {
+    let mut admitted = 0;
+    for _ in 0..n {
+        if let Ok(ticket) = engine.admit(&Demand::new(tag), now) {
+            admitted += 1;
+            ticket.finish(latency, false);
+        }
+    }
+    admitted
+}
+
+fn tiers(rule: &str) -> Config {
+    let mut c = Config::default();
+    c.tags.insert("enterprise".into(), 100);
+    c.tags.insert("pro".into(), 50);
+    c.tags.insert("free".into(), 10);
+    c.rules.push(RuleConfig::new(rule));
+    c.cooldown = secs(5);
+    c.release_step = secs(2);
+    c.window = secs(5);
+    c
+}
+
+#[test]
+fn block_fires_after_for_and_releases_gradually() {
+    let config = tiers("when p95_latency of free > 500ms for 3s then block free");
+    let engine = Engine::new(&config).unwrap();
+    let mut reflex = Reflex::new(&config).unwrap();
+    let slow = Duration::from_millis(800);
+    let fast = Duration::from_millis(20);
+
+    let mut free_admitted = Vec::new();
+    let mut phases = Vec::new();
+    for t in 0..40u64 {
+        let now = secs(t);
+        // The backend is slow for free until t = 6, then healthy.
+        let latency = if t < 6 { slow } else { fast };
+        free_admitted.push(offer(&engine, "free", 100, now, latency));
+        assert_eq!(
+            offer(&engine, "enterprise", 100, now, fast),
+            100,
+            "enterprise at t={t}"
+        );
+        let status = reflex.tick(now + Duration::from_millis(999), &engine);
+        phases.push(status[0].phase);
+    }
+    // Pending for 3 s after the first slow window, then blocked.
+    assert_eq!(phases[0], Phase::Pending);
+    assert_eq!(&free_admitted[..4], &[100, 100, 100, 100]);
+    assert_eq!(phases[3], Phase::Firing);
+    assert_eq!(free_admitted[4], 0, "blocked after `for` held");
+    let blocked = engine
+        .counters("free")
+        .unwrap()
+        .rejected_for(Reason::TagBlocked);
+    assert!(blocked >= 100);
+
+    // Released gradually: 25%, 50%, 75% of free, then all of it; never 0 -> 100 at once.
+    let first_open = free_admitted.iter().skip(4).position(|a| *a > 0).unwrap() + 4;
+    let release: Vec<u32> = free_admitted[first_open..].to_vec();
+    assert_eq!(
+        &release[..6],
+        &[25, 25, 50, 50, 75, 75],
+        "{free_admitted:?}"
+    );
+    assert!(release[6..].iter().all(|a| *a == 100), "{free_admitted:?}");
+    assert_eq!(*phases.last().unwrap(), Phase::Idle);
+    // Monotone: once the release starts, the share never goes back down.
+    assert!(release.windows(2).all(|w| w[0] <= w[1]));
+}
+
+#[test]
+fn a_condition_back_during_release_fires_again() {
+    let config = tiers("when p95_latency of free > 500ms then block free");
+    let engine = Engine::new(&config).unwrap();
+    let mut reflex = Reflex::new(&config).unwrap();
+    let mut t = 0u64;
+    let mut step = |latency_ms: u64| {
+        let a = offer(
+            &engine,
+            "free",
+            100,
+            secs(t),
+            Duration::from_millis(latency_ms),
+        );
+        let s = reflex.tick(secs(t) + Duration::from_millis(999), &engine);
+        t += 1;
+        (a, s[0].phase)
+    };
+    assert_eq!(step(900).1, Phase::Firing);
+    // Healthy until the release starts.
+    let mut phase = Phase::Firing;
+    while !matches!(phase, Phase::Releasing(_)) {
+        phase = step(10).1;
+    }
+    // Slow again during the ramp: straight back to firing, fully blocked.
+    let (_, phase) = step(900);
+    assert_eq!(phase, Phase::Firing);
+    assert_eq!(step(900).0, 0);
+}
+
+#[test]
+fn shed_walks_down_one_level_per_step_and_back_up_in_reverse() {
+    let mut config = tiers("when p95_latency > 500ms then shed");
+    config.default_priority = 0;
+    let engine = Engine::new(&config).unwrap();
+    let mut reflex = Reflex::new(&config).unwrap();
+    assert_eq!(engine.priority_levels(), &[0, 10, 50, 100]);
+
+    let mut floors = Vec::new();
+    for t in 0..90u64 {
+        let now = secs(t);
+        // Overloaded for 8 s: everything admitted is slow. Then healthy.
+        let latency = Duration::from_millis(if t < 8 { 900 } else { 15 });
+        for tag in ["enterprise", "pro", "free", "anonymous"] {
+            offer(&engine, tag, 50, now, latency);
+        }
+        reflex.tick(now + Duration::from_millis(999), &engine);
+        floors.push(engine.policy().priority_floor);
+    }
+    // Distinct consecutive floors: one level at a time down, then up in reverse.
+    let mut walk: Vec<Option<i64>> = vec![None];
+    for f in &floors {
+        if walk.last() != Some(f) {
+            walk.push(*f);
+        }
+    }
+    assert_eq!(
+        walk,
+        [
+            None,
+            Some(10),
+            Some(50),
+            Some(100),
+            Some(50),
+            Some(10),
+            None
+        ],
+        "{floors:?}"
+    );
+    // The highest priority was never shed.
+    let ent = engine.counters("enterprise").unwrap();
+    assert_eq!(ent.rejected_total(), 0);
+    assert!(
+        engine
+            .counters("pro")
+            .unwrap()
+            .rejected_for(Reason::PriorityShed)
+            > 0
+    );
+    assert!(
+        engine
+            .counters("anonymous")
+            .unwrap()
+            .rejected_for(Reason::PriorityShed)
+            > 0
+    );
+}
+
+#[test]
+fn throttle_limit_and_kill_release_in_steps() {
+    for (rule, check) in [
+        ("when error_rate > 5% then throttle pro to 50%", "pro"),
+        ("when error_rate > 5% then limit pro to 10/s", "pro"),
+        ("when error_rate > 5% then kill", "pro"),
+    ] {
+        let config = tiers(rule);
+        let engine = Engine::new(&config).unwrap();
+        let mut reflex = Reflex::new(&config).unwrap();
+        let mut shares = Vec::new();
+        for t in 0..30u64 {
+            let now = secs(t);
+            let mut admitted = 0;
+            for i in 0..100u32 {
+                if let Ok(ticket) = engine.admit(
+                    &Demand::new(check),
+                    now + Duration::from_millis(u64::from(i) * 10),
+                ) {
+                    admitted += 1;
+                    ticket.finish(Duration::from_millis(5), t < 3 && i % 5 == 0);
+                }
+            }
+            shares.push(admitted);
+            reflex.tick(now + Duration::from_millis(999), &engine);
+        }
+        let min = *shares.iter().min().unwrap();
+        assert!(min < 100, "{rule}: never limited: {shares:?}");
+        let first_min = shares.iter().position(|s| *s == min).unwrap();
+        let after: Vec<u32> = shares[first_min..].to_vec();
+        // Within one request: a 62.5% share admits 63 then 62 of 100.
+        assert!(
+            after.windows(2).all(|w| w[0] <= w[1] + 1),
+            "{rule}: not monotone: {shares:?}"
+        );
+        let distinct: std::collections::BTreeSet<u32> = after.iter().copied().collect();
+        assert!(
+            distinct.len() >= 3,
+            "{rule}: released in one jump: {shares:?}"
+        );
+        assert_eq!(*shares.last().unwrap(), 100, "{rule}: {shares:?}");
+    }
+}
+
+#[test]
+fn custom_metrics_drive_rules_and_dry_run_rules_only_watch() {
+    let mut config = tiers("when queue_depth > 50 then block free");
+    config
+        .rules
+        .push(RuleConfig::new("when queue_depth > 50 then block pro").dry_run(true));
+    let engine = Engine::new(&config).unwrap();
+    let mut reflex = Reflex::new(&config).unwrap();
+    engine.report("queue_depth", 80.0, None).unwrap();
+    engine.report("queue_depth", 90.0, Some("free")).unwrap();
+    let status = reflex.tick(secs(1), &engine);
+    assert_eq!(status[0].value, Some(85.0));
+    assert!(status[0].is_active() && status[1].is_active() && status[1].dry_run);
+    assert_eq!(
+        engine.decide(&Demand::new("free"), secs(1)).reason(),
+        Some(Reason::TagBlocked)
+    );
+    let pro = engine.decide(&Demand::new("pro"), secs(1));
+    assert!(matches!(
+        pro,
+        Decision::Allowed {
+            would_reject: Some(Reason::TagBlocked)
+        }
+    ));
+}
+
+#[test]
+fn no_data_means_the_condition_does_not_hold() {
+    let config = tiers("when p95_latency of free > 500ms then block free");
+    let engine = Engine::new(&config).unwrap();
+    let mut reflex = Reflex::new(&config).unwrap();
+    for t in 1..10 {
+        let s = reflex.tick(secs(t), &engine);
+        assert_eq!(s[0].phase, Phase::Idle);
+        assert_eq!(s[0].value, None);
+    }
+}

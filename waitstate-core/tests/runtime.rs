@@ -1,0 +1,177 @@
+//! The runtime handle with tokio's paused clock: no test sleeps for real.
+
+use std::time::Duration;
+
+use tokio::time::advance;
+use waitstate_core::{ConfigError, Decision, Phase, Reason, RuleConfig, WaitState};
+
+fn tiers() -> waitstate_core::Builder {
+    WaitState::builder()
+        .tag("enterprise", 100)
+        .tag("pro", 50)
+        .tag("free", 10)
+}
+
+/// Let the background task run its due ticks.
+async fn settle() {
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_background_tick_blocks_slow_free_and_readmits_it() {
+    let ws = tiers()
+        .rule("when p95_latency of free > 500ms for 2s then block free")
+        .cooldown(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    // Two seconds of slow free requests: each permit is held 800 ms of (paused) time.
+    for _ in 0..3 {
+        let permits: Vec<_> = (0..20).map(|_| ws.admit("free", 1.0).unwrap()).collect();
+        advance(Duration::from_millis(800)).await;
+        drop(permits);
+        advance(Duration::from_millis(200)).await;
+        settle().await;
+    }
+    assert_eq!(ws.rules()[0].phase, Phase::Firing, "{:?}", ws.rules());
+    let rejection = ws.admit("free", 1.0).unwrap_err();
+    assert_eq!(rejection.reason(), Reason::TagBlocked);
+    assert_eq!(rejection.tag(), "free");
+    assert!(ws.admit("enterprise", 1.0).is_ok());
+
+    // The slow samples age out of the window, the cool-down passes, the ramp runs.
+    let mut saw_release = false;
+    for _ in 0..30 {
+        advance(Duration::from_secs(1)).await;
+        settle().await;
+        saw_release |= matches!(ws.rules()[0].phase, Phase::Releasing(_));
+        if let Ok(p) = ws.admit("free", 1.0) {
+            drop(p);
+        }
+    }
+    assert!(saw_release);
+    assert_eq!(ws.rules()[0].phase, Phase::Idle);
+    assert!(ws.decide("free", 1.0).is_allowed());
+}
+
+#[tokio::test(start_paused = true)]
+async fn clones_share_one_engine() {
+    let ws = tiers().build().unwrap();
+    let clones: Vec<WaitState> = (0..4).map(|_| ws.clone()).collect();
+    let permits: Vec<_> = clones
+        .iter()
+        .map(|c| c.admit("pro", 1.0).unwrap())
+        .collect();
+    assert_eq!(ws.in_flight(), 4);
+    drop(permits);
+    assert_eq!(ws.in_flight(), 0);
+    assert_eq!(ws.counters("pro").unwrap().admitted, 4);
+    let mut remote = waitstate_core::Policy::default();
+    remote.tag_rate_limits.insert("pro".into(), 3.0);
+    ws.engine().set_remote_policy(Some(remote)).unwrap();
+    // One budget of 3 (the burst) across every clone, not 3 each.
+    let admitted = clones
+        .iter()
+        .cycle()
+        .take(12)
+        .filter(|c| c.decide("pro", 1.0).is_allowed())
+        .count();
+    assert_eq!(admitted, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn permit_records_latency_and_outcome() {
+    let ws = tiers().build().unwrap();
+    let mut failing = ws.admit("pro", 1.0).unwrap();
+    failing.set_error(true);
+    let ok = ws.admit("pro", 1.0).unwrap();
+    advance(Duration::from_millis(250)).await;
+    drop(failing);
+    ok.success();
+    let c = ws.counters("pro").unwrap();
+    assert_eq!((c.completed, c.errors, c.in_flight), (2, 1, 0));
+    let p50 = c.latency.quantile_ms(0.5).unwrap();
+    assert!((240.0..=260.0).contains(&p50), "{p50}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_task_stops_when_the_last_handle_drops() {
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let before = metrics.num_alive_tasks();
+    let ws = tiers().rule("when rps > 1000 then shed").build().unwrap();
+    let other = ws.clone();
+    settle().await;
+    assert_eq!(metrics.num_alive_tasks(), before + 1);
+    drop(ws);
+    advance(Duration::from_secs(2)).await;
+    settle().await;
+    assert!(other.is_running());
+    drop(other);
+    advance(Duration::from_secs(2)).await;
+    settle().await;
+    assert_eq!(metrics.num_alive_tasks(), before);
+}
+
+#[tokio::test(start_paused = true)]
+async fn custom_metric_rule_and_dry_run_rule() {
+    let ws = tiers()
+        .rule("when queue_depth > 50 then block free")
+        .rule_config(RuleConfig::new("when queue_depth > 50 then kill").dry_run(true))
+        .build()
+        .unwrap();
+    ws.report("queue_depth", 75.0, None).unwrap();
+    advance(Duration::from_secs(1)).await;
+    settle().await;
+    assert_eq!(ws.decide("free", 1.0).reason(), Some(Reason::TagBlocked));
+    let permit = ws.admit("enterprise", 1.0).unwrap();
+    assert_eq!(permit.would_reject(), Some(Reason::KillSignal));
+}
+
+#[tokio::test(start_paused = true)]
+async fn dry_run_mode_rejects_nothing() {
+    let ws = tiers().dry_run(true).build().unwrap();
+    let mut p = waitstate_core::Policy::default();
+    p.kill_signal = true;
+    ws.engine().set_remote_policy(Some(p)).unwrap();
+    let d = ws.decide("free", 1.0);
+    assert!(matches!(
+        d,
+        Decision::Allowed {
+            would_reject: Some(Reason::KillSignal)
+        }
+    ));
+    assert_eq!(ws.counters("free").unwrap().would_reject, 1);
+}
+
+#[tokio::test]
+async fn config_errors_are_clear() {
+    let err = tiers()
+        .rule("when p95_latency > 500ms then blok free")
+        .build()
+        .unwrap_err();
+    let ConfigError::Rule { index, error, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!((*index, error.column()), (0, 31));
+    assert!(err.to_string().contains("did you mean `block`"), "{err}");
+
+    let err = WaitState::from_config_file("/nonexistent/waitstate.toml").unwrap_err();
+    assert!(matches!(err, ConfigError::Io { .. }), "{err:?}");
+
+    let path = std::env::temp_dir().join(format!("waitstate-test-{}.toml", std::process::id()));
+    std::fs::write(
+        &path,
+        "[tags]\nfree = 10\n[[rules]]\nrule = \"when error_rate > 5% then throttle free to 50%\"\n",
+    )
+    .unwrap();
+    let ws = WaitState::from_config_file(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(ws.rules().len(), 1);
+    assert_eq!(ws.engine().priority_of("free"), 10);
+}
+
+#[test]
+fn building_outside_a_runtime_is_an_error_not_a_panic() {
+    assert_eq!(tiers().build().unwrap_err(), ConfigError::NoRuntime);
+}
