@@ -1,0 +1,1 @@
+//! The WaitState control plane (work in progress).

@@ -1,0 +1,1 @@
+//! WaitState for tower (work in progress).
