@@ -75,7 +75,7 @@ pub use decision::{Decision, Quota, Reason, Rejection};
 pub use engine::{Demand, Engine, ReportError, Ticket};
 pub use error::ConfigError;
 pub use policy::{DEFAULT_PULSE_INTERVAL_MS, Policy};
-pub use reflex::{Phase, Reflex, RuleStatus};
+pub use reflex::{Phase, Reading, Reflex, RuleStatus, TagReading};
 #[cfg(feature = "runtime")]
 pub use runtime::{Builder, Permit, WaitState};
 pub use tags::{

@@ -32,7 +32,7 @@ use crate::engine::Engine;
 use crate::error::ConfigError;
 use crate::policy::Policy;
 use crate::rule::{Action, Metric, Op, Rule};
-use crate::tags::{Aggregate, Tag, TagCounters};
+use crate::tags::{Aggregate, TagCounters};
 
 /// Steps of a gradual release before the action is gone.
 const RELEASE_STEPS: u32 = 3;
@@ -91,12 +91,69 @@ struct RuleState {
     value: Option<f64>,
 }
 
-/// One tick's reading: cumulative counters and that tick's custom aggregates.
+/// One tick's reading of a service (or of a whole fleet): every tag's cumulative counters
+/// and the custom metrics reported since the previous reading.
+///
+/// [`Reflex::tick`] takes it from an [`Engine`]; a control plane builds it from the merged
+/// telemetry of its instances and calls [`Reflex::observe`], so that the fleet's rules run
+/// on the same code as an instance's.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct Reading {
+    /// Per tag: name, priority and cumulative counters (they only grow, but the gauge).
+    pub tags: Vec<TagReading>,
+    /// Custom metrics reported since the previous reading: tag (`None`: the service),
+    /// metric name, aggregate.
+    pub custom: Vec<(Option<String>, String, Aggregate)>,
+}
+
+/// One tag in a [`Reading`].
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct TagReading {
+    /// The tag's name.
+    pub tag: String,
+    /// Its priority.
+    pub priority: i64,
+    /// Cumulative counters.
+    pub counters: TagCounters,
+}
+
+impl TagReading {
+    /// A tag's reading.
+    pub fn new(tag: impl Into<String>, priority: i64, counters: TagCounters) -> Self {
+        Self {
+            tag: tag.into(),
+            priority,
+            counters,
+        }
+    }
+}
+
+impl Reading {
+    /// Read an engine: every tag's counters, and take its custom metrics' window.
+    pub fn from_engine(engine: &Engine) -> Self {
+        let mut counters = Vec::new();
+        engine.load_counters(&mut counters);
+        let mut custom = Vec::new();
+        engine.take_custom(&mut custom);
+        Self {
+            tags: counters
+                .into_iter()
+                .map(|(t, c)| TagReading::new(t.as_str(), t.priority(), c))
+                .collect(),
+            custom: custom
+                .into_iter()
+                .map(|(t, n, a)| (t.map(|t| t.as_str().to_owned()), n, a))
+                .collect(),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Sample {
     at: Duration,
-    tags: Vec<(Tag, TagCounters)>,
-    custom: Vec<(Option<Tag>, String, Aggregate)>,
+    reading: Reading,
 }
 
 /// The window's view, by scope: `None` is the whole service.
@@ -114,7 +171,6 @@ pub struct Reflex {
     window: Duration,
     release_step: Duration,
     history: VecDeque<Sample>,
-    spare: Vec<Sample>,
 }
 
 impl fmt::Debug for Reflex {
@@ -160,23 +216,23 @@ impl Reflex {
             window: config.window,
             release_step: config.release_step,
             history: VecDeque::new(),
-            spare: Vec::new(),
         })
     }
 
     /// Close the window at `now`, evaluate every rule, and install the resulting local
     /// policy in `engine`. Returns each rule's status.
     pub fn tick(&mut self, now: Duration, engine: &Engine) -> Vec<RuleStatus> {
-        let mut sample = self.spare.pop().unwrap_or(Sample {
-            at: now,
-            tags: Vec::new(),
-            custom: Vec::new(),
-        });
-        sample.at = now;
-        sample.custom.clear();
-        engine.load_counters(&mut sample.tags);
-        engine.take_custom(&mut sample.custom);
-        self.history.push_back(sample);
+        let (policy, dry) = self.observe(now, Reading::from_engine(engine));
+        // The reflex policy is built from validated rules, so validation cannot fail; if it
+        // ever did, the last good policy stays.
+        let _ = engine.set_local_policy(policy, dry);
+        self.status()
+    }
+
+    /// Take one reading at `now` and evaluate every rule: returns the enforced policy and
+    /// the dry-run rules' policy. [`Reflex::status`] then tells each rule's state.
+    pub fn observe(&mut self, now: Duration, reading: Reading) -> (Policy, Policy) {
+        self.history.push_back(Sample { at: now, reading });
         // Keep the samples of the window, plus the one at its start.
         while self.history.len() > 2
             && self
@@ -184,16 +240,15 @@ impl Reflex {
                 .get(1)
                 .is_some_and(|s| now.saturating_sub(s.at) >= self.window)
         {
-            if let Some(old) = self.history.pop_front() {
-                self.spare.push(old);
-            }
+            self.history.pop_front();
         }
         let view = self.view();
-        let (policy, dry) = self.evaluate(now, &view);
-        // The reflex policy is built from validated rules, so validation cannot fail; if it
-        // ever did, the last good policy stays.
-        let _ = engine.set_local_policy(policy, dry);
-        self.status()
+        self.evaluate(now, &view)
+    }
+
+    /// The custom metrics of the last reading (what the tick took from the engine).
+    pub fn last_custom(&self) -> &[(Option<String>, String, Aggregate)] {
+        self.history.back().map_or(&[], |s| &s.reading.custom)
     }
 
     /// Each rule's status after the last tick.
@@ -219,18 +274,21 @@ impl Reflex {
             seconds: last.at.saturating_sub(first.at).as_secs_f64(),
             ..WindowView::default()
         };
-        let earlier: HashMap<&str, &TagCounters> =
-            first.tags.iter().map(|(t, c)| (t.as_str(), c)).collect();
-        for (tag, now) in &last.tags {
-            let mut delta = now.clone();
+        let earlier: HashMap<&str, &TagCounters> = first
+            .reading
+            .tags
+            .iter()
+            .map(|t| (t.tag.as_str(), &t.counters))
+            .collect();
+        for t in &last.reading.tags {
+            let mut delta = t.counters.clone();
             if single {
                 // No earlier reading: the window is everything so far.
-            } else if let Some(before) = earlier.get(tag.as_str()) {
+            } else if let Some(before) = earlier.get(t.tag.as_str()) {
                 delta.subtract(before);
             }
             view.service.merge(&delta);
-            view.by_tag
-                .insert(tag.as_str().to_owned(), (tag.priority(), delta));
+            view.by_tag.insert(t.tag.clone(), (t.priority, delta));
         }
         view
     }
@@ -258,10 +316,10 @@ impl Reflex {
                     .iter()
                     .skip(usize::from(self.history.len() > 1))
                 {
-                    for (t, n, agg) in &s.custom {
+                    for (t, n, agg) in &s.reading.custom {
                         let in_scope = match tag {
                             None => true,
-                            Some(want) => t.as_ref().is_some_and(|t| t.as_str() == want),
+                            Some(want) => t.as_deref() == Some(want),
                         };
                         if in_scope && n == name {
                             match &mut total {
