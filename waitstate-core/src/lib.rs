@@ -63,6 +63,7 @@ pub mod reflex;
 pub mod rule;
 #[cfg(feature = "runtime")]
 mod runtime;
+pub mod tagger;
 mod tags;
 
 /// The README's Rust snippets compile (run by `cargo test --doc`).
