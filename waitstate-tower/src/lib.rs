@@ -1,1 +1,99 @@
-//! WaitState for tower (work in progress).
+//! # waitstate-tower
+//!
+//! WaitState for any tower stack (hyper, axum, tonic): [`GateLayer`] gates each request on
+//! the backend's health. A [`Tagger`] picks the request's tag and weight, the engine
+//! decides, a rejection becomes a prioritized 429 (or a gRPC status), and the response's
+//! latency (to the end of its body) and outcome flow back to the engine as health
+//! telemetry for the reflex rules.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::convert::Infallible;
+//! use bytes::Bytes;
+//! use http::{Request, Response, StatusCode};
+//! use http_body_util::Full;
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//! use waitstate_core::{Policy, WaitState};
+//! use waitstate_tower::{GateLayer, HeaderTagger};
+//!
+//! let ws = WaitState::builder().tag("enterprise", 100).tag("free", 10).build()?;
+//! let app = ServiceBuilder::new()
+//!     .layer(GateLayer::new(ws.clone(), HeaderTagger::new()))
+//!     .service(service_fn(|_req: Request<Full<Bytes>>| async {
+//!         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("ok"))))
+//!     }));
+//!
+//! // Block `free` (as a rule or a control plane would).
+//! let mut policy = Policy::default();
+//! policy.tag_max_weights.insert("free".into(), 0.0);
+//! ws.engine().set_remote_policy(Some(policy))?;
+//!
+//! let req = Request::get("/").header("x-waitstate-tag", "free").body(Full::default())?;
+//! let res = app.clone().oneshot(req).await?;
+//! assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+//! assert_eq!(res.headers()["retry-after"], "1");
+//! assert_eq!(res.headers()["content-type"], "application/json");
+//!
+//! let req = Request::get("/").header("x-waitstate-tag", "enterprise").body(Full::default())?;
+//! assert_eq!(app.oneshot(req).await?.status(), StatusCode::OK);
+//! # Ok(()) }
+//! ```
+//!
+//! ## What it does, in order
+//!
+//! 1. `poll_ready` forwards to the inner service; nothing is parked there.
+//! 2. `call` asks the tagger for tag, weight, cohort and exemption. Exempt requests (health
+//!    checks, probes) pass ungated and uncounted.
+//! 3. The engine decides. A rejection is a response, not an error (`Error = S::Error`): the
+//!    [`MakeRejection`] builder makes it ([`DefaultRejection`]: 429 + `Retry-After` + JSON,
+//!    or a gRPC status for `application/grpc` requests), and the machine-readable
+//!    [`Rejection`] is put in the response's extensions.
+//! 4. An admitted request carries an [`Admission`] in its extensions (tag, weight, dry-run
+//!    verdict) and holds an in-flight slot. The slot is released, and latency and outcome
+//!    recorded, when the response body ends, or when the future, the response or the body is
+//!    dropped, whichever comes first.
+//! 5. Outcome: [`DefaultClassifier`] counts 5xx and gRPC server-trouble statuses (in headers
+//!    or trailers) as errors, 4xx not; replace it with [`GateLayer::with_classifier`].
+//!
+//! In dry run (engine or rule), nothing is rejected; a response that would have been is
+//! marked `x-waitstate-dry-run: <reason>` and counted.
+//!
+//! ## Taggers
+//!
+//! The taggers are `waitstate-core`'s, framework-free: the same [`HeaderTagger`] value
+//! serves tower, axum and actix-web. **A tag read from a client-supplied header is whatever
+//! the client sent**: trust it only when a layer in front sets or strips it (see
+//! [`waitstate_core::tagger`]).
+
+mod body;
+mod classify;
+mod future;
+mod layer;
+mod rejection;
+mod service;
+mod view;
+
+pub use body::ResponseBody;
+pub use classify::{Classify, DefaultClassifier, Outcome};
+pub use future::{DRY_RUN_HEADER, ResponseFuture};
+pub use layer::GateLayer;
+pub use rejection::{DefaultRejection, MakeRejection, RejectionContext, grpc_code, grpc_response};
+pub use service::GateService;
+pub use view::MatchedRoute;
+pub use waitstate_core::tagger::{
+    ConstTagger, HeaderTagger, PathTagger, RequestView, Tagger, Tagging, cohort_of,
+};
+pub use waitstate_core::{Reason, Rejection, Tag, WaitState};
+
+/// What the gate decided for an admitted request: in the request's extensions, for
+/// handlers to read.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Admission {
+    /// The tag the request counts under.
+    pub tag: Tag,
+    /// Its weight.
+    pub weight: f64,
+    /// In dry run: what enforcement would have done.
+    pub would_reject: Option<Reason>,
+}

@@ -1,0 +1,134 @@
+//! The response body of [`GateService`](crate::GateService).
+
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use waitstate_core::Permit;
+
+use crate::classify::Classify;
+
+/// Holds the request's in-flight slot until the body ends (or is dropped), then records
+/// latency and outcome.
+pub(crate) struct Guard<C> {
+    pub(crate) permit: Permit,
+    /// Set when the outcome is in the trailers (streaming gRPC).
+    pub(crate) classifier: Option<C>,
+}
+
+pin_project! {
+    /// Response body of [`GateService`](crate::GateService): the inner body, which holds the
+    /// request's in-flight slot until its end of stream (or until it is dropped, whichever
+    /// comes first), or a rejection's body.
+    pub struct ResponseBody<B, C> {
+        #[pin]
+        kind: BodyKind<B, C>,
+    }
+}
+
+pin_project! {
+    #[project = BodyProj]
+    enum BodyKind<B, C> {
+        Inner {
+            #[pin]
+            body: B,
+            guard: Option<Guard<C>>,
+        },
+        Full {
+            data: Option<Bytes>,
+        },
+    }
+}
+
+impl<B, C> ResponseBody<B, C> {
+    pub(crate) fn inner(body: B, guard: Option<Guard<C>>) -> Self {
+        Self {
+            kind: BodyKind::Inner { body, guard },
+        }
+    }
+
+    pub(crate) fn full(data: Bytes) -> Self {
+        Self {
+            kind: BodyKind::Full {
+                data: (!data.is_empty()).then_some(data),
+            },
+        }
+    }
+}
+
+impl<B, C> std::fmt::Debug for ResponseBody<B, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match &self.kind {
+            BodyKind::Inner { guard, .. } => {
+                if guard.is_some() {
+                    "streaming (slot held)"
+                } else {
+                    "streaming"
+                }
+            }
+            BodyKind::Full { .. } => "rejection",
+        };
+        f.debug_struct("ResponseBody")
+            .field("state", &state)
+            .finish()
+    }
+}
+
+impl<B, C> Body for ResponseBody<B, C>
+where
+    B: Body<Data = Bytes>,
+    C: Classify,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        match self.project().kind.project() {
+            BodyProj::Inner { body, guard } => {
+                let frame = ready!(body.poll_frame(cx));
+                match &frame {
+                    // End of stream: the request is over.
+                    None => drop(guard.take()),
+                    Some(Ok(f)) => {
+                        if let Some(trailers) = f.trailers_ref()
+                            && let Some(mut g) = guard.take()
+                        {
+                            if let Some(c) = &g.classifier {
+                                g.permit.set_error(c.classify_trailers(trailers));
+                            }
+                            drop(g);
+                        }
+                    }
+                    Some(Err(_)) => {
+                        if let Some(mut g) = guard.take() {
+                            g.permit.set_error(true);
+                        }
+                    }
+                }
+                Poll::Ready(frame)
+            }
+            BodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            BodyKind::Inner { body, .. } => body.is_end_stream(),
+            BodyKind::Full { data } => data.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            BodyKind::Inner { body, .. } => body.size_hint(),
+            BodyKind::Full { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+        }
+    }
+}

@@ -1,0 +1,121 @@
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use tower_service::Service;
+use waitstate_core::WaitState;
+use waitstate_core::tagger::Tagger;
+
+use crate::Admission;
+use crate::body::ResponseBody;
+use crate::classify::Classify;
+use crate::future::ResponseFuture;
+use crate::rejection::{MakeRejection, RejectionContext};
+use crate::view::{HttpView, is_grpc};
+
+pub(crate) struct Shared<T, R, C> {
+    pub(crate) ws: WaitState,
+    pub(crate) tagger: T,
+    pub(crate) rejection: R,
+    pub(crate) classifier: C,
+    pub(crate) dry_run_header: bool,
+}
+
+/// The service [`GateLayer`](crate::GateLayer) builds. Cheap to clone: the engine and the
+/// configuration are shared, so every clone sees one policy and one set of counters.
+pub struct GateService<S, T, R, C> {
+    inner: S,
+    shared: Arc<Shared<T, R, C>>,
+}
+
+impl<S, T, R, C> GateService<S, T, R, C> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared<T, R, C>>) -> Self {
+        Self { inner, shared }
+    }
+
+    /// The engine.
+    pub fn waitstate(&self) -> &WaitState {
+        &self.shared.ws
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S: Clone, T, R, C> Clone for GateService<S, T, R, C> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, T, R, C> fmt::Debug for GateService<S, T, R, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GateService")
+            .field("inner", &self.inner)
+            .field("waitstate", &self.shared.ws)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, T, R, C, ReqBody, ResBody> Service<Request<ReqBody>> for GateService<S, T, R, C>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    T: Tagger,
+    R: MakeRejection,
+    C: Classify + Clone,
+    ResBody: http_body::Body<Data = Bytes>,
+{
+    type Response = Response<ResponseBody<ResBody, C>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Never park a request here: the decision is made in `call`.
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let shared = &*self.shared;
+        let view = HttpView(&req);
+        let tagging = shared.tagger.tag(&view);
+        if tagging.exempt {
+            return ResponseFuture::exempt(self.inner.call(req));
+        }
+        let weight = tagging.weight;
+        match shared.ws.admit_demand(&tagging.demand()) {
+            Ok(permit) => {
+                let would_reject = permit.would_reject();
+                if let Some(tag) = permit.tag() {
+                    req.extensions_mut().insert(Admission {
+                        tag,
+                        weight,
+                        would_reject,
+                    });
+                }
+                let dry = would_reject.filter(|_| shared.dry_run_header);
+                ResponseFuture::allowed(
+                    self.inner.call(req),
+                    permit,
+                    shared.classifier.clone(),
+                    dry,
+                )
+            }
+            Err(rejection) => {
+                let ctx = RejectionContext {
+                    rejection: &rejection,
+                    grpc: is_grpc(&req),
+                };
+                let mut res = shared.rejection.make_rejection(&ctx);
+                res.extensions_mut().insert(rejection);
+                ResponseFuture::rejected(res)
+            }
+        }
+    }
+}

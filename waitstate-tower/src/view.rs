@@ -1,0 +1,36 @@
+use waitstate_core::tagger::RequestView;
+
+/// The matched route pattern of a request (`/users/{id}`), for route-aware taggers.
+///
+/// A router that has matched the request puts it in the request's extensions;
+/// `waitstate-axum` does it from axum's `MatchedPath`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MatchedRoute(pub std::sync::Arc<str>);
+
+/// [`RequestView`] over an `http::Request`.
+pub(crate) struct HttpView<'a, B>(pub(crate) &'a http::Request<B>);
+
+impl<B> RequestView for HttpView<'_, B> {
+    fn method(&self) -> &str {
+        self.0.method().as_str()
+    }
+
+    fn path(&self) -> &str {
+        self.0.uri().path()
+    }
+
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.0.headers().get(name).map(http::HeaderValue::as_bytes)
+    }
+
+    fn route(&self) -> Option<&str> {
+        self.0.extensions().get::<MatchedRoute>().map(|r| &*r.0)
+    }
+}
+
+/// Whether a request is gRPC (`content-type: application/grpc*`).
+pub(crate) fn is_grpc<B>(req: &http::Request<B>) -> bool {
+    req.headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}

@@ -1,0 +1,518 @@
+//! GateLayer end to end through tower's `oneshot`, with tokio's paused clock.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body::Frame;
+use http_body_util::{BodyExt, Full};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::sync::mpsc;
+use tower::{Layer, Service, ServiceBuilder, ServiceExt, service_fn};
+use waitstate_core::{Policy, Reason, Rejection, WaitState};
+use waitstate_tower::{
+    Admission, DefaultRejection, GateLayer, GateService, HeaderTagger, PathTagger,
+    RejectionContext, Tagging,
+};
+
+type Body = Full<Bytes>;
+
+fn ws() -> WaitState {
+    WaitState::builder()
+        .tag("enterprise", 100)
+        .tag("pro", 50)
+        .tag("free", 10)
+        .build()
+        .unwrap()
+}
+
+fn set(ws: &WaitState, f: impl FnOnce(&mut Policy)) {
+    let mut p = Policy::default();
+    f(&mut p);
+    ws.engine().set_remote_policy(Some(p)).unwrap();
+}
+
+fn req(tag: &str) -> Request<Body> {
+    Request::get("/")
+        .header("x-waitstate-tag", tag)
+        .body(Body::default())
+        .unwrap()
+}
+
+/// An app that answers `ok` and counts the calls that reach it.
+fn app(
+    ws: &WaitState,
+    calls: Arc<AtomicUsize>,
+) -> impl Service<
+    Request<Body>,
+    Response = Response<impl http_body::Body<Data = Bytes, Error = Infallible>>,
+    Error = Infallible,
+> + Clone {
+    ServiceBuilder::new()
+        .layer(GateLayer::new(
+            ws.clone(),
+            HeaderTagger::new()
+                .weight_header("x-weight")
+                .exempt_path("/healthz"),
+        ))
+        .service(service_fn(move |req: Request<Body>| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let tag = req
+                .extensions()
+                .get::<Admission>()
+                .map(|a| a.tag.as_str().to_owned());
+            async move {
+                Ok::<_, Infallible>(Response::new(Body::from(
+                    tag.unwrap_or_else(|| "exempt".into()),
+                )))
+            }
+        }))
+}
+
+async fn body_string<B: http_body::Body>(b: B) -> String
+where
+    B::Error: std::fmt::Debug,
+{
+    String::from_utf8(b.collect().await.unwrap().to_bytes().to_vec()).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn blocked_tag_gets_429_retry_after_json_and_the_rejection_extension() {
+    let ws = ws();
+    set(&ws, |p| {
+        p.tag_max_weights.insert("free".into(), 0.0);
+    });
+    let calls = Arc::new(AtomicUsize::new(0));
+    let res = app(&ws, calls.clone()).oneshot(req("free")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(res.headers()["retry-after"], "1");
+    let rejection = res.extensions().get::<Rejection>().unwrap().clone();
+    assert_eq!(
+        (rejection.reason(), rejection.tag(), rejection.priority()),
+        (Reason::TagBlocked, "free", 10)
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&body_string(res.into_body()).await).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({"error": "rate_limited", "reason": "tag_blocked", "tag": "free", "retryAfter": 1})
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        0,
+        "a rejected request never reaches the inner service"
+    );
+
+    let res = app(&ws, calls.clone())
+        .oneshot(req("enterprise"))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        body_string(res.into_body()).await,
+        "enterprise",
+        "the handler sees the Admission"
+    );
+    assert_eq!(ws.in_flight(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn clones_share_one_budget() {
+    let ws = ws();
+    set(&ws, |p| {
+        p.tag_rate_limits.insert("pro".into(), 3.0);
+    });
+    let svc = app(&ws, Arc::new(AtomicUsize::new(0)));
+    let clones: Vec<_> = (0..4).map(|_| svc.clone()).collect();
+    let mut ok = 0;
+    for i in 0..12 {
+        let res = clones[i % 4].clone().oneshot(req("pro")).await.unwrap();
+        if res.status() == StatusCode::OK {
+            ok += 1;
+        } else {
+            assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+            assert_eq!(res.headers()["ratelimit-policy"], "\"pro\";q=3;w=1");
+            assert_eq!(res.headers()["ratelimit"], "\"pro\";r=0;t=1");
+        }
+    }
+    assert_eq!(ok, 3, "one budget of 3 across every clone, not 3 each");
+}
+
+/// A streaming body fed through a channel: the test decides when each frame arrives.
+struct ChannelBody(mpsc::Receiver<Frame<Bytes>>);
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|f| f.map(Ok))
+    }
+}
+
+/// A gated service whose one response has `status`, `headers`, and a body streamed from
+/// the returned sender.
+fn streaming(
+    ws: &WaitState,
+    status: StatusCode,
+    headers: HeaderMap,
+) -> (
+    impl Service<
+        Request<Body>,
+        Response = Response<impl http_body::Body<Data = Bytes, Error = Infallible>>,
+        Error = Infallible,
+    >,
+    mpsc::Sender<Frame<Bytes>>,
+) {
+    let (tx, rx) = mpsc::channel(4);
+    let rx = std::sync::Mutex::new(Some(rx));
+    let svc = GateLayer::new(ws.clone(), HeaderTagger::new()).layer(service_fn(
+        move |_req: Request<Body>| {
+            let rx = rx.lock().unwrap().take().expect("one request");
+            let headers = headers.clone();
+            async move {
+                let mut res = Response::new(ChannelBody(rx));
+                *res.status_mut() = status;
+                *res.headers_mut() = headers;
+                Ok::<_, Infallible>(res)
+            }
+        },
+    ));
+    (svc, tx)
+}
+
+#[tokio::test(start_paused = true)]
+async fn latency_runs_to_the_end_of_the_body_and_5xx_is_an_error() {
+    let ws = ws();
+    let (svc, tx) = streaming(&ws, StatusCode::INTERNAL_SERVER_ERROR, HeaderMap::new());
+    let res = svc.oneshot(req("pro")).await.unwrap();
+    assert_eq!(ws.in_flight(), 1, "the slot is held while the body streams");
+    tokio::time::advance(Duration::from_millis(300)).await;
+    tx.send(Frame::data(Bytes::from("a"))).await.unwrap();
+    drop(tx);
+    let _ = res.into_body().collect().await.unwrap();
+    let c = ws.counters("pro").unwrap();
+    assert_eq!((c.in_flight, c.completed, c.errors), (0, 1, 1));
+    let p50 = c.latency.quantile_ms(0.5).unwrap();
+    assert!(
+        (290.0..=310.0).contains(&p50),
+        "latency to the end of the body: {p50}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn grpc_outcome_is_read_from_the_trailers() {
+    for (code, error) in [("0", 0), ("5", 0), ("14", 1), ("13", 1)] {
+        let ws = ws();
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", "application/grpc".parse().unwrap());
+        let (svc, tx) = streaming(&ws, StatusCode::OK, headers);
+        let res = svc.oneshot(req("pro")).await.unwrap();
+        tx.send(Frame::data(Bytes::from_static(b"\0\0\0\0\0")))
+            .await
+            .unwrap();
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", code.parse().unwrap());
+        tx.send(Frame::trailers(trailers)).await.unwrap();
+        drop(tx);
+        let _ = res.into_body().collect().await.unwrap();
+        let c = ws.counters("pro").unwrap();
+        assert_eq!(
+            (c.completed, c.errors, c.in_flight),
+            (1, error, 0),
+            "grpc-status {code}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_4xx_is_not_an_error() {
+    let ws = ws();
+    let (svc, tx) = streaming(&ws, StatusCode::NOT_FOUND, HeaderMap::new());
+    drop(tx);
+    let res = svc.oneshot(req("pro")).await.unwrap();
+    let _ = res.into_body().collect().await.unwrap();
+    let c = ws.counters("pro").unwrap();
+    assert_eq!((c.completed, c.errors), (1, 0));
+}
+
+// ---- early drops: the slot comes back exactly once at every point ----
+
+#[tokio::test(start_paused = true)]
+async fn early_drop_future_dropped_before_ready() {
+    let ws = ws();
+    let mut svc = GateLayer::new(ws.clone(), HeaderTagger::new()).layer(service_fn(
+        |_req: Request<Body>| async {
+            std::future::pending::<()>().await;
+            Ok::<_, Infallible>(Response::new(Body::default()))
+        },
+    ));
+    let svc = svc.ready().await.unwrap();
+    let mut fut = Box::pin(svc.call(req("pro")));
+    assert!(futures_poll_once(fut.as_mut()).await.is_none());
+    assert_eq!(ws.in_flight(), 1);
+    drop(fut);
+    assert_eq!(ws.in_flight(), 0);
+    assert_eq!(ws.counters("pro").unwrap().completed, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn early_drop_response_dropped_before_body() {
+    let ws = ws();
+    let (svc, _tx) = streaming(&ws, StatusCode::OK, HeaderMap::new());
+    let res = svc.oneshot(req("pro")).await.unwrap();
+    assert_eq!(ws.in_flight(), 1);
+    drop(res);
+    assert_eq!(ws.in_flight(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn early_drop_body_dropped_mid_stream() {
+    let ws = ws();
+    let (svc, tx) = streaming(&ws, StatusCode::OK, HeaderMap::new());
+    let res = svc.oneshot(req("pro")).await.unwrap();
+    tx.send(Frame::data(Bytes::from("first"))).await.unwrap();
+    let mut body = res.into_body();
+    let first = body.frame().await.unwrap().unwrap();
+    assert_eq!(first.into_data().unwrap(), "first");
+    assert_eq!(ws.in_flight(), 1);
+    drop(body);
+    assert_eq!(ws.in_flight(), 0);
+    assert_eq!(ws.counters("pro").unwrap().completed, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_inner_error_releases_the_slot_and_counts_as_error() {
+    let ws = ws();
+    let svc = GateLayer::new(ws.clone(), HeaderTagger::new()).layer(service_fn(
+        |_req: Request<Body>| async {
+            Err::<Response<Body>, _>(std::io::Error::other("backend down"))
+        },
+    ));
+    assert!(svc.oneshot(req("pro")).await.is_err());
+    let c = ws.counters("pro").unwrap();
+    assert_eq!((c.in_flight, c.errors), (0, 1));
+}
+
+/// Poll a future once; `None` if it is pending.
+async fn futures_poll_once<F: std::future::Future + Unpin>(mut f: F) -> Option<F::Output> {
+    std::future::poll_fn(|cx| {
+        Poll::Ready(match Pin::new(&mut f).poll(cx) {
+            Poll::Ready(v) => Some(v),
+            Poll::Pending => None,
+        })
+    })
+    .await
+}
+
+// ---- gRPC rejections ----
+
+fn grpc_req(tag: &str) -> Request<Body> {
+    Request::post("/pkg.Service/Method")
+        .header("content-type", "application/grpc")
+        .header("x-waitstate-tag", tag)
+        .body(Body::default())
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn grpc_requests_get_a_grpc_status() {
+    let ws = ws();
+    set(&ws, |p| {
+        p.tag_max_weights.insert("free".into(), 0.0);
+        p.tag_rate_limits.insert("pro".into(), 1.0);
+    });
+    let svc = app(&ws, Arc::new(AtomicUsize::new(0)));
+    let res = svc.clone().oneshot(grpc_req("free")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["content-type"], "application/grpc");
+    assert_eq!(
+        res.headers()["grpc-status"],
+        "14",
+        "overload shedding is UNAVAILABLE"
+    );
+    assert!(
+        res.headers()["grpc-message"]
+            .to_str()
+            .unwrap()
+            .contains("tag_blocked")
+    );
+    assert_eq!(res.headers()["grpc-retry-pushback-ms"], "1000");
+    let _ = svc.clone().oneshot(grpc_req("pro")).await.unwrap();
+    let res = svc.oneshot(grpc_req("pro")).await.unwrap();
+    assert_eq!(
+        res.headers()["grpc-status"],
+        "8",
+        "a quota is RESOURCE_EXHAUSTED"
+    );
+}
+
+// ---- exempt, dry run, custom rejections ----
+
+#[tokio::test(start_paused = true)]
+async fn exempt_requests_pass_ungated_and_uncounted() {
+    let ws = ws();
+    set(&ws, |p| p.kill_signal = true);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let r = Request::get("/healthz").body(Body::default()).unwrap();
+    let res = app(&ws, calls.clone()).oneshot(r).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(body_string(res.into_body()).await, "exempt");
+    let total: u64 = ws
+        .engine()
+        .tags()
+        .iter()
+        .map(|t| ws.counters(t.as_str()).unwrap().offered())
+        .sum();
+    assert_eq!(total, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dry_run_marks_the_response_and_rejects_nothing() {
+    let ws = WaitState::builder()
+        .tag("free", 10)
+        .dry_run(true)
+        .build()
+        .unwrap();
+    set(&ws, |p| {
+        p.tag_max_weights.insert("free".into(), 0.0);
+    });
+    let res = app(&ws, Arc::new(AtomicUsize::new(0)))
+        .oneshot(req("free"))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["x-waitstate-dry-run"], "tag_blocked");
+    assert_eq!(ws.counters("free").unwrap().would_reject, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn rejections_are_replaceable() {
+    let ws = ws();
+    set(&ws, |p| p.kill_signal = true);
+    let teapot = |ctx: &RejectionContext<'_>| {
+        let mut res = Response::new(Bytes::from(format!("no: {}", ctx.rejection.reason())));
+        *res.status_mut() = StatusCode::IM_A_TEAPOT;
+        res
+    };
+    let svc = GateLayer::new(ws.clone(), HeaderTagger::new())
+        .with_rejection(teapot)
+        .layer(service_fn(|_r: Request<Body>| async {
+            Ok::<_, Infallible>(Response::new(Body::default()))
+        }));
+    let res = svc.oneshot(req("pro")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::IM_A_TEAPOT);
+    assert!(
+        res.extensions().get::<Rejection>().is_some(),
+        "always in the extensions"
+    );
+    assert_eq!(body_string(res.into_body()).await, "no: kill_signal");
+
+    let svc = GateLayer::new(ws.clone(), HeaderTagger::new())
+        .with_rejection(
+            DefaultRejection::default().kill_signal_status(StatusCode::SERVICE_UNAVAILABLE),
+        )
+        .layer(service_fn(|_r: Request<Body>| async {
+            Ok::<_, Infallible>(Response::new(Body::default()))
+        }));
+    assert_eq!(
+        svc.oneshot(req("pro")).await.unwrap().status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}
+
+// ---- bad input ----
+
+#[tokio::test(start_paused = true)]
+async fn bad_headers_get_a_defined_decision() {
+    let ws = ws();
+    let calls = Arc::new(AtomicUsize::new(0));
+    // A non-UTF-8 tag falls back to the default tag.
+    let mut r = req("x");
+    r.headers_mut().insert(
+        "x-waitstate-tag",
+        http::HeaderValue::from_bytes(b"\xff\xfe").unwrap(),
+    );
+    assert_eq!(
+        body_string(
+            app(&ws, calls.clone())
+                .oneshot(r)
+                .await
+                .unwrap()
+                .into_body()
+        )
+        .await,
+        "__default__"
+    );
+    // A 64 KB tag counts as the overflow tag.
+    let huge = "t".repeat(64 * 1024);
+    let res = app(&ws, calls.clone()).oneshot(req(&huge)).await.unwrap();
+    assert_eq!(body_string(res.into_body()).await, "__overflow__");
+    // Bad weights are rejected as over_weight and never reach the service.
+    let before = calls.load(Ordering::SeqCst);
+    for w in ["NaN", "-1", "1e309", "garbage", ""] {
+        let mut r = req("pro");
+        r.headers_mut().insert("x-weight", w.parse().unwrap());
+        let res = app(&ws, calls.clone()).oneshot(r).await.unwrap();
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS, "weight {w:?}");
+        assert_eq!(
+            res.extensions().get::<Rejection>().unwrap().reason(),
+            Reason::OverWeight
+        );
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), before);
+    assert_eq!(ws.in_flight(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn path_and_closure_taggers_work_through_the_layer() {
+    let ws = ws();
+    set(&ws, |p| {
+        p.tag_max_weights.insert("free".into(), 50.0);
+    });
+    let tagger = PathTagger::new("free").route("POST /search", "free", 100.0);
+    let svc = GateLayer::new(ws.clone(), tagger).layer(service_fn(|_r: Request<Body>| async {
+        Ok::<_, Infallible>(Response::new(Body::default()))
+    }));
+    let search = Request::post("/search").body(Body::default()).unwrap();
+    assert_eq!(
+        svc.clone().oneshot(search).await.unwrap().status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    let get = Request::get("/search").body(Body::default()).unwrap();
+    assert_eq!(svc.oneshot(get).await.unwrap().status(), StatusCode::OK);
+
+    let by_path = |r: &dyn waitstate_tower::RequestView| {
+        if r.path().starts_with("/admin") {
+            Tagging::new("enterprise")
+        } else {
+            Tagging::new("free").weight(60.0)
+        }
+    };
+    let svc = GateLayer::new(ws.clone(), by_path).layer(service_fn(|_r: Request<Body>| async {
+        Ok::<_, Infallible>(Response::new(Body::default()))
+    }));
+    let admin = Request::get("/admin").body(Body::default()).unwrap();
+    assert_eq!(
+        svc.clone().oneshot(admin).await.unwrap().status(),
+        StatusCode::OK
+    );
+    let other = Request::get("/x").body(Body::default()).unwrap();
+    assert_eq!(
+        svc.oneshot(other).await.unwrap().status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+// ---- types ----
+
+type Inner = tower::util::BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
+static_assertions::assert_impl_all!(GateLayer<HeaderTagger>: Send, Sync, Clone);
+static_assertions::assert_impl_all!(GateLayer<PathTagger>: Send, Sync, Clone);
+static_assertions::assert_impl_all!(GateService<Inner, HeaderTagger, DefaultRejection, waitstate_tower::DefaultClassifier>: Send, Sync, Clone);
