@@ -132,6 +132,78 @@ impl Rejection {
     pub fn quota(&self) -> Option<Quota> {
         self.quota
     }
+
+    /// The JSON deny body every adapter sends (the WaitState SDKs' body, extended):
+    /// `{"error":"rate_limited","reason":"tag_blocked","retryAfter":2,"tag":"free"}`.
+    pub fn deny_body(&self) -> String {
+        serde_json::json!({
+            "error": "rate_limited",
+            "reason": self.reason.as_str(),
+            "tag": self.tag(),
+            "retryAfter": self.retry_after_secs(),
+        })
+        .to_string()
+    }
+
+    /// The IETF `RateLimit-Policy` and `RateLimit` field values
+    /// (draft-ietf-httpapi-ratelimit-headers), when a rate limit applies: the policy is
+    /// named after the tag, its quota is the burst over a 1 s window, nothing remains.
+    pub fn rate_limit_fields(&self) -> Option<(String, String)> {
+        let q = self.quota?;
+        let name = sf_string(self.tag());
+        Some((
+            format!("{name};q={};w=1", q.burst.round() as u64),
+            format!("{name};r=0;t={}", self.retry_after_secs()),
+        ))
+    }
+
+    /// The gRPC status code: `RESOURCE_EXHAUSTED` (8) for quota reasons, `UNAVAILABLE` (14)
+    /// for overload shedding.
+    pub fn grpc_code(&self) -> u8 {
+        if self.reason.is_quota() { 8 } else { 14 }
+    }
+
+    /// The `grpc-message`, already percent-encoded as gRPC requires.
+    pub fn grpc_message(&self) -> String {
+        let message = format!(
+            "waitstate: {} for tag {}, retry after {}s",
+            self.reason,
+            self.tag(),
+            self.retry_after_secs()
+        );
+        let mut out = String::with_capacity(message.len());
+        for b in message.bytes() {
+            if (0x20..=0x7e).contains(&b) && b != b'%' {
+                out.push(char::from(b));
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+        out
+    }
+
+    /// The `grpc-retry-pushback-ms` hint.
+    pub fn retry_after_ms(&self) -> u64 {
+        self.retry_after.as_millis().clamp(1, u128::from(u64::MAX)) as u64
+    }
+}
+
+/// A structured-field string for a tag: quoted, `\` and `"` escaped; a tag that is not
+/// printable ASCII is named `"tag"`.
+fn sf_string(tag: &str) -> String {
+    if !tag.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+        return "\"tag\"".to_owned();
+    }
+    let mut out = String::with_capacity(tag.len() + 2);
+    out.push('"');
+    for c in tag.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
 }
 
 impl fmt::Display for Rejection {
@@ -173,5 +245,51 @@ impl Decision {
             Decision::Allowed { .. } => None,
             Decision::Rejected(r) => Some(r.reason),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn structured_field_strings_escape() {
+        assert_eq!(sf_string("free"), "\"free\"");
+        assert_eq!(sf_string("a\"b\\"), "\"a\\\"b\\\\\"");
+        assert_eq!(sf_string("é"), "\"tag\"");
+    }
+
+    #[test]
+    fn rejection_renderings() {
+        let engine = crate::Engine::new(&crate::Config::default()).unwrap();
+        let mut p = crate::Policy::default();
+        p.tag_max_weights.insert("é%".into(), 0.0);
+        p.tag_rate_limits.insert("free".into(), 2.0);
+        engine.set_remote_policy(Some(p)).unwrap();
+        let now = std::time::Duration::ZERO;
+        let Decision::Rejected(r) = engine.decide(&crate::Demand::new("é%"), now) else {
+            panic!()
+        };
+        assert_eq!(r.grpc_code(), 14);
+        assert!(
+            r.grpc_message().contains("tag %C3%A9%25,"),
+            "{}",
+            r.grpc_message()
+        );
+        assert!(r.rate_limit_fields().is_none());
+        let json: serde_json::Value = serde_json::from_str(&r.deny_body()).unwrap();
+        assert_eq!(json["tag"], "é%");
+        for _ in 0..2 {
+            let _ = engine.decide(&crate::Demand::new("free"), now);
+        }
+        let Decision::Rejected(r) = engine.decide(&crate::Demand::new("free"), now) else {
+            panic!()
+        };
+        assert_eq!(r.grpc_code(), 8);
+        assert_eq!(r.retry_after_ms(), 500);
+        assert_eq!(
+            r.rate_limit_fields().unwrap(),
+            ("\"free\";q=2;w=1".to_owned(), "\"free\";r=0;t=1".to_owned())
+        );
     }
 }

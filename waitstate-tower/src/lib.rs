@@ -77,7 +77,7 @@ pub use body::ResponseBody;
 pub use classify::{Classify, DefaultClassifier, Outcome};
 pub use future::{DRY_RUN_HEADER, ResponseFuture};
 pub use layer::GateLayer;
-pub use rejection::{DefaultRejection, MakeRejection, RejectionContext, grpc_code, grpc_response};
+pub use rejection::{DefaultRejection, MakeRejection, RejectionContext, grpc_response};
 pub use service::GateService;
 pub use view::MatchedRoute;
 pub use waitstate_core::tagger::{
