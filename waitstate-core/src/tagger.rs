@@ -119,6 +119,30 @@ impl<'a> Tagging<'a> {
     }
 }
 
+/// What the gate decided for an admitted request. Adapters put it in the request's
+/// extensions, for handlers to read.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Admission {
+    /// The tag the request counts under.
+    pub tag: crate::Tag,
+    /// Its weight.
+    pub weight: f64,
+    /// In dry run: what enforcement would have done.
+    pub would_reject: Option<crate::Reason>,
+}
+
+impl Admission {
+    /// The admission of a request of `weight` under `tag`.
+    pub fn new(tag: crate::Tag, weight: f64, would_reject: Option<crate::Reason>) -> Self {
+        Self {
+            tag,
+            weight,
+            would_reject,
+        }
+    }
+}
+
 /// The cohort key of a user or API key: a hash that is the same on every instance and
 /// every run (so a fleet turns away the same users), not a secure one.
 pub fn cohort_of(id: &[u8]) -> u64 {

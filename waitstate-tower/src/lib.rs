@@ -81,19 +81,6 @@ pub use rejection::{DefaultRejection, MakeRejection, RejectionContext, grpc_resp
 pub use service::GateService;
 pub use view::MatchedRoute;
 pub use waitstate_core::tagger::{
-    ConstTagger, HeaderTagger, PathTagger, RequestView, Tagger, Tagging, cohort_of,
+    Admission, ConstTagger, HeaderTagger, PathTagger, RequestView, Tagger, Tagging, cohort_of,
 };
 pub use waitstate_core::{Reason, Rejection, Tag, WaitState};
-
-/// What the gate decided for an admitted request: in the request's extensions, for
-/// handlers to read.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct Admission {
-    /// The tag the request counts under.
-    pub tag: Tag,
-    /// Its weight.
-    pub weight: f64,
-    /// In dry run: what enforcement would have done.
-    pub would_reject: Option<Reason>,
-}

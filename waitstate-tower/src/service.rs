@@ -6,9 +6,8 @@ use bytes::Bytes;
 use http::{Request, Response};
 use tower_service::Service;
 use waitstate_core::WaitState;
-use waitstate_core::tagger::Tagger;
+use waitstate_core::tagger::{Admission, Tagger};
 
-use crate::Admission;
 use crate::body::ResponseBody;
 use crate::classify::Classify;
 use crate::future::ResponseFuture;
@@ -93,11 +92,8 @@ where
             Ok(permit) => {
                 let would_reject = permit.would_reject();
                 if let Some(tag) = permit.tag() {
-                    req.extensions_mut().insert(Admission {
-                        tag,
-                        weight,
-                        would_reject,
-                    });
+                    req.extensions_mut()
+                        .insert(Admission::new(tag, weight, would_reject));
                 }
                 let dry = would_reject.filter(|_| shared.dry_run_header);
                 ResponseFuture::allowed(
