@@ -1,1 +1,42 @@
-//! The WaitState control plane (work in progress).
+//! # waitstate-control
+//!
+//! A self-hostable WaitState control plane. It speaks the v1 protocol (PROTOCOL.md), so
+//! both our SDK (`waitstate-core` with a [`ControlPlane`](waitstate_core::ControlPlane)) and
+//! the existing v1 SDKs, unchanged, can point their `base_url` at it:
+//!
+//! | endpoint | what |
+//! |---|---|
+//! | `POST /v1/auth/token` | keys in, HS256 JWT out (`token`, `expiresAt`, `orgId`) |
+//! | `GET /v1/policy/{orgId}` | `Bearer` token; the fleet policy |
+//! | `POST /v1/pulse` | HMAC-signed telemetry (checked in constant time, timestamp within the skew window, replays refused, body size capped); answered with the fleet policy |
+//! | `GET /healthz` | `ok` |
+//! | `GET /metrics` | Prometheus text: pulses, refusals, instances, rules active, per-tag admitted/shed |
+//!
+//! Each org's instances (per `siteId` shard) form a fleet: their per-tag windows merge
+//! (counts add, histograms merge, so the fleet p95 is a real percentile), the fleet rules run
+//! on the SDK's own [`Reflex`](waitstate_core::Reflex), and every pulse is answered with
+//! the fleet policy: v1 fields first (a `shed` floor becomes `tagMaxWeights: 0` for the
+//! tags below it), then our extensions. `limit <tag> to N/s` is fleet-wide: each instance
+//! gets its share of N by recent demand. Instances that stop pulsing age out.
+//!
+//! Telemetry is held in memory; a restarted control plane starts empty and fills up again
+//! from the next pulses.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use waitstate_control::{ControlConfig, ControlServer};
+//!
+//! let config = ControlConfig::from_file("waitstate-control.toml")?;
+//! let server = ControlServer::bind(config).await?;
+//! println!("listening on {}", server.url());
+//! # Ok(()) }
+//! ```
+
+mod config;
+mod fleet;
+mod jwt;
+mod server;
+
+pub use config::{ConfigFileError, ControlConfig, KeyConfig, ServerConfig};
+pub use fleet::ShardView;
+pub use server::{AppState, ControlServer, router};

@@ -294,6 +294,26 @@ impl Engine {
         })
     }
 
+    /// Reject a request of `tag` for a reason decided outside the policy (the runtime's
+    /// safe mode), counting it like any rejection.
+    #[cfg(feature = "runtime")]
+    pub(crate) fn reject_outside(
+        &self,
+        tag: &str,
+        reason: Reason,
+        retry_after: Duration,
+    ) -> Rejection {
+        self.with_entry(tag, |entry| {
+            entry.slot.rejected[reason.index()].fetch_add(1, Relaxed);
+            Rejection {
+                reason,
+                tag: Tag(entry.slot.clone()),
+                retry_after: retry_after.max(Duration::from_millis(1)),
+                quota: None,
+            }
+        })
+    }
+
     #[inline]
     fn with_entry<R>(&self, tag: &str, f: impl FnOnce(&Entry) -> R) -> R {
         let tag = if tag.is_empty() { DEFAULT_TAG } else { tag };

@@ -71,14 +71,14 @@ mod tags;
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
 
-pub use config::{Config, RuleConfig};
+pub use config::{Config, ControlPlane, RuleConfig, SafeMode};
 pub use decision::{Decision, Quota, Reason, Rejection};
 pub use engine::{Demand, Engine, ReportError, Ticket};
 pub use error::ConfigError;
 pub use policy::{DEFAULT_PULSE_INTERVAL_MS, Policy};
 pub use reflex::{Phase, Reading, Reflex, RuleStatus, TagReading};
 #[cfg(feature = "runtime")]
-pub use runtime::{Builder, Permit, WaitState};
+pub use runtime::{Builder, ControlStatus, Permit, WaitState, wire};
 pub use tags::{
     Aggregate, DEFAULT_TAG, MAX_CUSTOM_METRICS, MAX_TAG_LEN, OVERFLOW_TAG, Tag, TagCounters,
 };

@@ -1,7 +1,9 @@
 //! The local engine (feature `runtime`): the [`WaitState`] handle, its builder, the RAII
 //! [`Permit`], and the background task that evaluates the rules every tick.
 
+mod control;
 mod permit;
+pub mod wire;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, Weak};
@@ -11,8 +13,10 @@ use arc_swap::ArcSwap;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
+use self::control::ControlShared;
+pub use self::control::ControlStatus;
 pub use self::permit::Permit;
-use crate::config::{Config, RuleConfig};
+use crate::config::{Config, ControlPlane, RuleConfig};
 use crate::decision::{Decision, Rejection};
 use crate::engine::{Demand, Engine, ReportError};
 use crate::error::ConfigError;
@@ -25,6 +29,15 @@ use crate::tags::TagCounters;
 #[allow(clippy::disallowed_methods)]
 pub(crate) fn clock_now() -> Instant {
     Instant::now()
+}
+
+/// The runtime's one wall-clock read: Unix epoch milliseconds, for the wire (pulse
+/// timestamps, token expiry). Never used to measure durations.
+#[allow(clippy::disallowed_methods)]
+pub(crate) fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The handle to one engine. Cheap to clone: every clone shares one policy, one set of
@@ -63,13 +76,17 @@ struct Inner {
     origin: Instant,
     status: ArcSwap<Vec<RuleStatus>>,
     task: Mutex<Option<JoinHandle<()>>>,
+    control: Option<Arc<ControlShared>>,
+    control_task: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        let task = self.task.get_mut().unwrap_or_else(|p| p.into_inner());
-        if let Some(task) = task.take() {
-            task.abort();
+        for task in [&mut self.task, &mut self.control_task] {
+            let task = task.get_mut().unwrap_or_else(|p| p.into_inner());
+            if let Some(task) = task.take() {
+                task.abort();
+            }
         }
     }
 }
@@ -116,6 +133,11 @@ impl WaitState {
     /// Decide for a [`Demand`] (tag, weight and cohort key).
     pub fn decide_demand(&self, demand: &Demand<'_>) -> Decision {
         let inner = &*self.inner;
+        if let Some(control) = &inner.control
+            && let Some(rejection) = control.safe_mode_gate(inner, demand.tag)
+        {
+            return Decision::Rejected(rejection);
+        }
         inner.engine.decide_lazy(demand, || inner.now())
     }
 
@@ -133,6 +155,11 @@ impl WaitState {
     /// # Errors
     /// As [`WaitState::admit`].
     pub fn admit_demand(&self, demand: &Demand<'_>) -> Result<Permit, Rejection> {
+        if let Some(control) = &self.inner.control
+            && let Some(rejection) = control.safe_mode_gate(&self.inner, demand.tag)
+        {
+            return Err(rejection);
+        }
         let start = clock_now();
         let now = start.saturating_duration_since(self.inner.origin);
         let ticket = self.inner.engine.admit(demand, now)?;
@@ -170,6 +197,11 @@ impl WaitState {
     /// The engine underneath (policy merge point, counters, tags).
     pub fn engine(&self) -> &Engine {
         &self.inner.engine
+    }
+
+    /// The control plane client's state (`None` without a control plane).
+    pub fn control_status(&self) -> Option<ControlStatus> {
+        self.inner.control.as_ref().map(|c| c.status())
     }
 
     /// Whether the background task is still running (it stops with the last handle).
@@ -259,7 +291,15 @@ impl Builder {
         self
     }
 
-    /// Validate, build the engine and start its background task on the current tokio
+    /// Pulse telemetry to, and take the fleet policy from, a WaitState v1 control plane
+    /// (ours, `waitstate-control`, or any other). See [`ControlPlane`] for cadence, lease
+    /// and safe mode.
+    pub fn control_plane(mut self, control: ControlPlane) -> Self {
+        self.config.control_plane = Some(control);
+        self
+    }
+
+    /// Validate, build the engine and start its background tasks on the current tokio
     /// runtime.
     ///
     /// # Errors
@@ -269,16 +309,29 @@ impl Builder {
         let handle = tokio::runtime::Handle::try_current().map_err(|_| ConfigError::NoRuntime)?;
         let engine = Engine::new(&self.config)?;
         let reflex = Reflex::new(&self.config)?;
+        let control = match &self.config.control_plane {
+            Some(cp) => Some((
+                Arc::new(ControlShared::new(cp.clone())),
+                control::http_client(cp)?,
+            )),
+            None => None,
+        };
         let origin = clock_now();
         let inner = Arc::new(Inner {
             status: ArcSwap::from_pointee(reflex.status()),
             engine,
             origin,
             task: Mutex::new(None),
+            control: control.as_ref().map(|(shared, _)| shared.clone()),
+            control_task: Mutex::new(None),
         });
         let first = origin + self.config.tick;
         let task = handle.spawn(run(Arc::downgrade(&inner), reflex, first, self.config.tick));
         *inner.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        if let Some((shared, http)) = control {
+            let task = handle.spawn(control::run(Arc::downgrade(&inner), shared, http));
+            *inner.control_task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        }
         Ok(WaitState { inner })
     }
 }
@@ -292,6 +345,10 @@ async fn run(inner: Weak<Inner>, mut reflex: Reflex, first: Instant, tick: Durat
         interval.tick().await;
         let Some(inner) = inner.upgrade() else { break };
         let status = reflex.tick(inner.now(), &inner.engine);
+        if let Some(control) = &inner.control {
+            // The tick took the custom metrics from the engine: keep them for the pulse.
+            control.add_custom(reflex.last_custom());
+        }
         inner.status.store(Arc::new(status));
     }
 }

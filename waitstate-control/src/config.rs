@@ -1,0 +1,580 @@
+//! `waitstate-control.toml`: the `[server]` table, `[[keys]]`, and the engine's own format
+//! (tags, rules, timing) at the top level, exactly as an SDK's file has it.
+//!
+//! ```toml
+//! window = "30s"              # top-level engine keys first (TOML puts keys after a
+//!                             # table header into that table); make the fleet window
+//!                             # longer than the pulse cadence
+//! [server]
+//! listen = "127.0.0.1:7700"
+//! lease = "300s"              # leaseDurationSeconds in every answer
+//! pulse_interval = "5s"       # pulseInterval hint
+//!
+//! [[keys]]
+//! publish_key = "pk_live_1"
+//! secret_key = "sk_live_1"
+//! org_id = "acme"
+//!
+//! [tags]
+//! enterprise = 100
+//! free = 10
+//! [[rules]]
+//! rule = "when p95_latency > 500ms for 10s then block free"
+//! ```
+//!
+//! Every error names the key and, where it can be found, the line.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use waitstate_core::{Config, ConfigError};
+
+/// A configuration that cannot be used: which key, which line, what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConfigFileError {
+    /// The key, as written in the file (`keys[0].secret_key`, `server.listen`,
+    /// `rules[2]`), or empty when the text did not parse at all.
+    pub key: String,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.key.is_empty(), self.line) {
+            (false, Some(line)) => write!(f, "line {line}: `{}`: {}", self.key, self.message),
+            (false, None) => write!(f, "`{}`: {}", self.key, self.message),
+            (true, Some(line)) => write!(f, "line {line}: {}", self.message),
+            (true, None) => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigFileError {}
+
+/// The `[server]` table.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Address to listen on (default `127.0.0.1:7700`).
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// `leaseDurationSeconds` sent with every policy (default 300 s).
+    #[serde(default = "default_lease", deserialize_with = "duration")]
+    pub lease: Duration,
+    /// `pulseInterval` hint sent with every policy (default 5 s).
+    #[serde(default = "default_pulse", deserialize_with = "duration")]
+    pub pulse_interval: Duration,
+    /// An instance that has not pulsed for this long is gone (default 60 s).
+    #[serde(default = "default_ttl", deserialize_with = "duration")]
+    pub instance_ttl: Duration,
+    /// Recent demand, for splitting rate budgets, is measured over this (default 30 s).
+    #[serde(default = "default_demand_window", deserialize_with = "duration")]
+    pub demand_window: Duration,
+    /// Lifetime of the tokens `POST /v1/auth/token` issues (default 1 h).
+    #[serde(default = "default_token_ttl", deserialize_with = "duration")]
+    pub token_ttl: Duration,
+    /// Largest accepted clock difference of a pulse's timestamp (default 5 min).
+    #[serde(default = "default_skew", deserialize_with = "duration")]
+    pub skew: Duration,
+    /// Largest accepted request body in bytes (default 1 MiB).
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Most instances per org and site (default 10 000).
+    #[serde(default = "default_max_instances")]
+    pub max_instances: usize,
+    /// Most sites per org (default 64).
+    #[serde(default = "default_max_sites")]
+    pub max_sites: usize,
+    /// Key that signs tokens (HS256). Default: random at each start, so tokens do not
+    /// survive a restart (SDKs simply buy a new one).
+    #[serde(default)]
+    pub jwt_secret: Option<String>,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:7700".into()
+}
+fn default_lease() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_pulse() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_ttl() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_demand_window() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_token_ttl() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_skew() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_max_body() -> usize {
+    1 << 20
+}
+fn default_max_instances() -> usize {
+    10_000
+}
+fn default_max_sites() -> usize {
+    64
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            lease: default_lease(),
+            pulse_interval: default_pulse(),
+            instance_ttl: default_ttl(),
+            demand_window: default_demand_window(),
+            token_ttl: default_token_ttl(),
+            skew: default_skew(),
+            max_body_bytes: default_max_body(),
+            max_instances: default_max_instances(),
+            max_sites: default_max_sites(),
+            jwt_secret: None,
+        }
+    }
+}
+
+/// One `[[keys]]` entry. `Debug` never shows the secret.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct KeyConfig {
+    /// The publish key (`x-waitstate-id`, `publishKey`).
+    pub publish_key: String,
+    /// The secret key (signs pulses, buys tokens).
+    pub secret_key: String,
+    /// The organisation these keys belong to.
+    pub org_id: String,
+}
+
+impl KeyConfig {
+    /// A key pair for an organisation.
+    pub fn new(
+        publish_key: impl Into<String>,
+        secret_key: impl Into<String>,
+        org_id: impl Into<String>,
+    ) -> Self {
+        Self {
+            publish_key: publish_key.into(),
+            secret_key: secret_key.into(),
+            org_id: org_id.into(),
+        }
+    }
+}
+
+impl fmt::Debug for KeyConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyConfig")
+            .field("publish_key", &self.publish_key)
+            .field("secret_key", &"[REDACTED]")
+            .field("org_id", &self.org_id)
+            .finish()
+    }
+}
+
+/// The whole control plane configuration.
+#[derive(Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ControlConfig {
+    /// `[server]`.
+    pub server: ServerConfig,
+    /// `[[keys]]`.
+    pub keys: Vec<KeyConfig>,
+    /// The fleet's tags, rules and timing (the SDK's format).
+    pub engine: Config,
+}
+
+impl fmt::Debug for ControlConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut server = self.server.clone();
+        if server.jwt_secret.is_some() {
+            server.jwt_secret = Some("[REDACTED]".into());
+        }
+        f.debug_struct("ControlConfig")
+            .field("server", &server)
+            .field("keys", &self.keys)
+            .field("engine", &self.engine)
+            .finish()
+    }
+}
+
+#[derive(Deserialize)]
+struct ControlPart {
+    #[serde(default)]
+    server: Option<ServerConfig>,
+    #[serde(default)]
+    keys: Vec<KeyConfig>,
+}
+
+impl ControlConfig {
+    /// A configuration from parts (for tests and embedding); checked like a file.
+    ///
+    /// # Errors
+    /// As [`ControlConfig::from_toml_str`], without lines.
+    pub fn new(
+        server: ServerConfig,
+        keys: Vec<KeyConfig>,
+        engine: Config,
+    ) -> Result<Self, ConfigFileError> {
+        let c = Self {
+            server,
+            keys,
+            engine,
+        };
+        c.validate("")?;
+        Ok(c)
+    }
+
+    /// Read the file.
+    ///
+    /// # Errors
+    /// The file cannot be read, or as [`ControlConfig::from_toml_str`].
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigFileError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigFileError {
+            key: String::new(),
+            line: None,
+            message: format!("cannot read `{}`: {e}", path.display()),
+        })?;
+        Self::from_toml_str(&text)
+    }
+
+    /// Parse and check the TOML text.
+    ///
+    /// # Errors
+    /// A [`ConfigFileError`] naming the key and the line.
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigFileError> {
+        let part: ControlPart = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
+        let engine_text = blank_control_sections(text);
+        let engine = Config::from_toml_str(&engine_text).map_err(|e| engine_error(text, &e))?;
+        let c = Self {
+            server: part.server.unwrap_or_default(),
+            keys: part.keys,
+            engine,
+        };
+        c.validate(text)?;
+        Ok(c)
+    }
+
+    /// The organisation of a publish key.
+    pub fn key(&self, publish_key: &str) -> Option<&KeyConfig> {
+        self.keys.iter().find(|k| k.publish_key == publish_key)
+    }
+
+    fn validate(&self, text: &str) -> Result<(), ConfigFileError> {
+        let err = |key: String, message: &str| ConfigFileError {
+            line: line_of(text, &key),
+            key,
+            message: message.to_owned(),
+        };
+        if self.server.listen.parse::<SocketAddr>().is_err() {
+            return Err(err(
+                "server.listen".into(),
+                "must be an address such as 127.0.0.1:7700",
+            ));
+        }
+        for (k, d) in [
+            ("lease", self.server.lease),
+            ("pulse_interval", self.server.pulse_interval),
+            ("instance_ttl", self.server.instance_ttl),
+            ("demand_window", self.server.demand_window),
+            ("token_ttl", self.server.token_ttl),
+            ("skew", self.server.skew),
+        ] {
+            if d < Duration::from_secs(1) {
+                return Err(err(format!("server.{k}"), "must be at least 1s"));
+            }
+        }
+        if self.server.token_ttl <= Duration::from_secs(60) {
+            return Err(err(
+                "server.token_ttl".into(),
+                "must be longer than 60s (SDKs renew a token a minute before it expires)",
+            ));
+        }
+        if self.server.max_body_bytes < 1024 {
+            return Err(err("server.max_body_bytes".into(), "must be at least 1024"));
+        }
+        for (k, n) in [
+            ("max_instances", self.server.max_instances),
+            ("max_sites", self.server.max_sites),
+        ] {
+            if n == 0 {
+                return Err(err(format!("server.{k}"), "must be at least 1"));
+            }
+        }
+        if let Some(secret) = &self.server.jwt_secret
+            && secret.len() < 32
+        {
+            return Err(err(
+                "server.jwt_secret".into(),
+                "must be at least 32 characters",
+            ));
+        }
+        if self.keys.is_empty() {
+            return Err(err(
+                "keys".into(),
+                "at least one [[keys]] entry (publish_key, secret_key, org_id) is needed",
+            ));
+        }
+        for (i, k) in self.keys.iter().enumerate() {
+            for (field, v) in [
+                ("publish_key", &k.publish_key),
+                ("secret_key", &k.secret_key),
+                ("org_id", &k.org_id),
+            ] {
+                if v.trim().is_empty() {
+                    return Err(err(format!("keys[{i}].{field}"), "must not be empty"));
+                }
+                if v.len() > 256 || v.chars().any(char::is_control) {
+                    return Err(err(
+                        format!("keys[{i}].{field}"),
+                        "must be at most 256 printable characters",
+                    ));
+                }
+            }
+            if self.keys[..i]
+                .iter()
+                .any(|o| o.publish_key == k.publish_key)
+            {
+                return Err(err(
+                    format!("keys[{i}].publish_key"),
+                    "is used by an earlier entry",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+/// `500ms`, `5s`, `2m`, `1h`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let bad = || format!("expected a duration such as 5s, 500ms or 2m, got `{text}`");
+    let value: f64 = num.parse().map_err(|_| bad())?;
+    let secs = match unit.trim() {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(bad()),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| bad())
+}
+
+fn toml_error(text: &str, e: &toml::de::Error) -> ConfigFileError {
+    let line = e
+        .span()
+        .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+    ConfigFileError {
+        key: String::new(),
+        line,
+        message: e.message().to_owned(),
+    }
+}
+
+fn engine_error(text: &str, e: &ConfigError) -> ConfigFileError {
+    let (key, message) = match e {
+        ConfigError::Rule { index, error, .. } => {
+            return ConfigFileError {
+                key: format!("rules[{index}]"),
+                line: line_of(text, &format!("rules[{index}].rule")),
+                message: error.to_string(),
+            };
+        }
+        ConfigError::Invalid { key, reason } => (key.clone(), reason.clone()),
+        ConfigError::Toml(msg) => {
+            // toml's message already says "line N, column M".
+            let line = msg
+                .split("line ")
+                .nth(1)
+                .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|n| n.parse().ok());
+            return ConfigFileError {
+                key: String::new(),
+                line,
+                message: msg.clone(),
+            };
+        }
+        other => (String::new(), other.to_string()),
+    };
+    ConfigFileError {
+        line: line_of(text, &key),
+        key,
+        message,
+    }
+}
+
+fn header_name(line: &str) -> Option<(&str, bool)> {
+    let t = line.trim();
+    if let Some(inner) = t.strip_prefix("[[") {
+        let end = inner.find("]]")?;
+        Some((inner[..end].trim(), true))
+    } else if let Some(inner) = t.strip_prefix('[') {
+        let end = inner.find(']')?;
+        Some((inner[..end].trim(), false))
+    } else {
+        None
+    }
+}
+
+/// The engine's view of the file: `[server]` and `[[keys]]` sections commented out, line
+/// numbers kept.
+fn blank_control_sections(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut in_control = false;
+    for line in text.split_inclusive('\n') {
+        if let Some((name, _)) = header_name(line) {
+            in_control = name == "server" || name == "keys";
+        }
+        let t = line.trim_start();
+        let top_level_control = !in_control
+            && ["server", "keys"].iter().any(|k| {
+                t.strip_prefix(k)
+                    .is_some_and(|rest| rest.trim_start().starts_with(['=', '.']))
+            });
+        if in_control || top_level_control {
+            out.push('#');
+        }
+        out.push_str(line);
+    }
+    out
+}
+
+/// The 1-based line where a key path (`keys[1].secret_key`, `server.listen`, `tags.free`,
+/// `rules[2]`, `tag_cap`) is written, when it can be found.
+fn line_of(text: &str, key: &str) -> Option<usize> {
+    if text.is_empty() || key.is_empty() {
+        return None;
+    }
+    let (section, field) = match key.split_once('.') {
+        Some((s, f)) => (Some(s), Some(f)),
+        None if key.contains('[') => (Some(key), None),
+        None => (None, Some(key)),
+    };
+    let (name, index) = match section {
+        Some(s) => match s.split_once('[') {
+            Some((n, i)) => (Some(n), i.trim_end_matches(']').parse::<usize>().ok()),
+            None => (Some(s), None),
+        },
+        None => (None, None),
+    };
+    let mut current: Option<&str> = None;
+    let mut seen = 0usize;
+    let mut in_target = name.is_none();
+    let mut header_line = None;
+    for (i, line) in text.lines().enumerate() {
+        if let Some((h, _)) = header_name(line) {
+            current = Some(h);
+            in_target = false;
+            if Some(h) == name {
+                if index.is_none_or(|want| want == seen) {
+                    in_target = true;
+                    header_line = Some(i + 1);
+                }
+                seen += 1;
+            }
+            continue;
+        }
+        if name.is_none() && current.is_some() {
+            continue;
+        }
+        if in_target && let Some(field) = field {
+            let t = line.trim_start();
+            if t.strip_prefix(field)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+            {
+                return Some(i + 1);
+            }
+        }
+    }
+    header_line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+window = "30s"
+[server]
+listen = "127.0.0.1:0"
+lease = "60s"
+
+[[keys]]
+publish_key = "pk_1"
+secret_key = "sk_1"
+org_id = "acme"
+
+[tags]
+enterprise = 100
+free = 10
+[[rules]]
+rule = "when p95_latency > 500ms then block free"
+"#;
+
+    #[test]
+    fn a_good_file_reads() {
+        let c = ControlConfig::from_toml_str(GOOD).unwrap();
+        assert_eq!(c.server.lease, Duration::from_secs(60));
+        assert_eq!(c.keys[0].org_id, "acme");
+        assert_eq!(c.engine.tags["free"], 10);
+        assert_eq!(c.engine.window, Duration::from_secs(30));
+        assert!(!format!("{c:?}").contains("sk_1"));
+    }
+
+    #[track_caller]
+    fn fails(text: &str, key: &str, line: usize) {
+        let e = ControlConfig::from_toml_str(text).unwrap_err();
+        assert!(e.key == key || e.message.contains(key), "{e}");
+        assert_eq!(e.line, Some(line), "{e}");
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_line() {
+        fails(&GOOD.replace("sk_1", ""), "keys[0].secret_key", 9);
+        fails(&GOOD.replace("127.0.0.1:0", "nowhere"), "server.listen", 4);
+        fails(&GOOD.replace("lease = ", "leese = "), "leese", 5);
+        fails(&GOOD.replace("free = 10", "free = \"ten\""), "", 14);
+        fails(&GOOD.replace("then block", "than block"), "rules[0]", 16);
+        fails(&GOOD.replace("window", "windoe"), "windoe", 2);
+        let e = ControlConfig::from_toml_str("[server]\n").unwrap_err();
+        assert_eq!(e.key, "keys");
+        let dup = format!(
+            "{GOOD}\n[[keys]]\npublish_key = \"pk_1\"\nsecret_key = \"x\"\norg_id = \"o\"\n"
+        );
+        let e = ControlConfig::from_toml_str(&dup).unwrap_err();
+        assert_eq!(e.key, "keys[1].publish_key");
+        assert_eq!(e.line, Some(19));
+    }
+
+    #[test]
+    fn blanking_keeps_lines() {
+        let b = blank_control_sections(GOOD);
+        assert_eq!(b.lines().count(), GOOD.lines().count());
+        assert!(b.contains("#secret_key"));
+        assert!(b.contains("\nwindow = \"30s\""));
+    }
+}

@@ -1,0 +1,534 @@
+//! Fleet aggregation: per org and site (a shard), per tag, the telemetry of every instance
+//! merged (counts add, histograms merge), the fleet rules evaluated on it with the SDK's own
+//! [`Reflex`], and the answer each instance gets.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use waitstate_core::histogram::Histogram;
+use waitstate_core::wire::{PulseBody, TagMetric, V1_BUCKET_REPRESENTATIVE_MS};
+use waitstate_core::{
+    Aggregate, Config, DEFAULT_TAG, MAX_TAG_LEN, OVERFLOW_TAG, Policy, Reading, Reason, Reflex,
+    RuleStatus, TagCounters, TagReading,
+};
+
+use crate::config::ServerConfig;
+
+/// Most tag entries one pulse may carry.
+const MAX_TAG_METRICS: usize = 1024;
+/// Most custom metrics per tag in one pulse.
+const MAX_CUSTOM_PER_TAG: usize = 64;
+
+/// Why a pulse was refused: nothing of it was stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum IngestError {
+    /// The body does not make sense (bad names, histogram, numbers).
+    Malformed(&'static str),
+    /// A cap on sites or instances is reached.
+    Full(&'static str),
+    /// The fleet rules could not be set up (a configuration validated at startup).
+    Internal,
+}
+
+/// One instance's recent life.
+#[derive(Debug)]
+struct Instance {
+    last_seen: Instant,
+    /// Per tag, the in-flight gauge of its last pulse.
+    in_flight: BTreeMap<String, u64>,
+    /// Per pulse: when, and the offered count per tag (demand).
+    demand: VecDeque<(Instant, BTreeMap<String, u64>)>,
+}
+
+impl Instance {
+    fn demand_of(&self, tag: &str) -> f64 {
+        self.demand
+            .iter()
+            .map(|(_, d)| d.get(tag).copied().unwrap_or(0) as f64)
+            .sum()
+    }
+}
+
+/// An org's site: one fleet.
+#[derive(Debug)]
+pub(crate) struct Shard {
+    reflex: Reflex,
+    /// Everything received, per tag (in-flight kept at 0: it is a gauge, see `instances`).
+    cumulative: BTreeMap<String, TagCounters>,
+    custom: Vec<(Option<String>, String, Aggregate)>,
+    instances: HashMap<String, Instance>,
+    enforce: Policy,
+    status: Vec<RuleStatus>,
+    pulses: u64,
+}
+
+/// A read-only view of a shard, for tests, `/metrics` and operators.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ShardView {
+    /// Live instances.
+    pub instances: usize,
+    /// Pulses accepted.
+    pub pulses: u64,
+    /// The fleet policy the rules produced (before the per-instance answer).
+    pub policy: Policy,
+    /// Each fleet rule's state.
+    pub rules: Vec<RuleStatus>,
+    /// Cumulative counters per tag, everything received.
+    pub tags: BTreeMap<String, TagCounters>,
+}
+
+impl Shard {
+    fn new(engine: &Config) -> Result<Self, IngestError> {
+        // The configuration was validated at startup, so this does not fail.
+        let reflex = Reflex::new(engine).map_err(|_| IngestError::Internal)?;
+        Ok(Self {
+            reflex,
+            cumulative: BTreeMap::new(),
+            custom: Vec::new(),
+            instances: HashMap::new(),
+            enforce: Policy::default(),
+            status: Vec::new(),
+            pulses: 0,
+        })
+    }
+
+    pub(crate) fn view(&self) -> ShardView {
+        ShardView {
+            instances: self.instances.len(),
+            pulses: self.pulses,
+            policy: self.enforce.clone(),
+            rules: self.status.clone(),
+            tags: self.cumulative.clone(),
+        }
+    }
+}
+
+/// Every org's shards.
+#[derive(Debug, Default)]
+pub(crate) struct Fleets {
+    orgs: HashMap<String, HashMap<String, Shard>>,
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_TAG_LEN && !s.chars().any(char::is_control)
+}
+
+fn valid_metric(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_lowercase()
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_')
+        && !matches!(
+            name,
+            "latency" | "errors" | "p50_latency" | "p95_latency" | "p99_latency"
+        )
+}
+
+/// One tag's delta, decoded and checked.
+struct Delta {
+    tag: String,
+    counters: TagCounters,
+    in_flight: u64,
+    offered: u64,
+    custom: Vec<(String, Aggregate)>,
+}
+
+fn finite(x: f64) -> bool {
+    x.is_finite() && x >= 0.0
+}
+
+fn decode(m: &TagMetric) -> Result<Delta, IngestError> {
+    if !valid_name(&m.tag) {
+        return Err(IngestError::Malformed("tag name"));
+    }
+    if !finite(m.latency) {
+        return Err(IngestError::Malformed("latency"));
+    }
+    let mut c = TagCounters::default();
+    let histogram = match (&m.histogram, &m.latency_buckets) {
+        (Some(sparse), _) => {
+            Histogram::from_sparse(sparse).map_err(|_| IngestError::Malformed("histogram"))?
+        }
+        (None, Some(buckets)) => {
+            if buckets.len() != 8 {
+                return Err(IngestError::Malformed("latencyBuckets"));
+            }
+            let mut h = Histogram::new();
+            for (n, ms) in buckets.iter().zip(V1_BUCKET_REPRESENTATIVE_MS) {
+                if *n > 0 {
+                    h.record_n_micros((ms * 1000.0) as u64, *n);
+                }
+            }
+            h
+        }
+        (None, None) => Histogram::new(),
+    };
+    if let Some(admitted) = m.admitted {
+        // Our SDK: exact counts.
+        c.admitted = admitted;
+        c.admitted_weight = m.admitted_weight.unwrap_or(admitted as f64);
+        if !finite(c.admitted_weight) {
+            return Err(IngestError::Malformed("admittedWeight"));
+        }
+        for (name, n) in m.rejected.iter().flatten() {
+            for (i, r) in Reason::ALL.iter().enumerate() {
+                if r.as_str() == name {
+                    c.rejected[i] = *n;
+                }
+            }
+        }
+        c.would_reject = m.would_reject.unwrap_or(0);
+        c.completed = m.completed.unwrap_or_else(|| histogram.count());
+        c.errors = m.errors.unwrap_or(0);
+    } else {
+        // A v1 SDK: `count` gate calls, latencies as the 8 buckets.
+        c.admitted = m.count;
+        c.admitted_weight = m.count as f64;
+        c.completed = histogram.count();
+    }
+    c.latency_sum_us = (m.latency * 1000.0 * c.completed as f64).min(u64::MAX as f64 / 2.0) as u64;
+    c.latency = histogram;
+    let mut custom = Vec::new();
+    if let Some(metrics) = &m.custom_metrics {
+        if metrics.len() > MAX_CUSTOM_PER_TAG {
+            return Err(IngestError::Malformed("customMetrics: too many"));
+        }
+        for (name, agg) in metrics {
+            if !valid_metric(name) {
+                return Err(IngestError::Malformed("customMetrics: name"));
+            }
+            if !(agg.min.is_finite() && agg.max.is_finite() && agg.sum.is_finite()) {
+                return Err(IngestError::Malformed("customMetrics: value"));
+            }
+            custom.push((name.clone(), *agg));
+        }
+    }
+    Ok(Delta {
+        tag: m.tag.clone(),
+        offered: c.offered().max(m.count),
+        counters: c,
+        in_flight: m.in_flight.unwrap_or(0),
+        custom,
+    })
+}
+
+impl Fleets {
+    /// Merge one pulse into its shard. Everything is checked before anything is stored.
+    pub(crate) fn ingest(
+        &mut self,
+        org: &str,
+        body: &PulseBody,
+        now: Instant,
+        server: &ServerConfig,
+        engine: &Config,
+    ) -> Result<(), IngestError> {
+        if !valid_name(&body.instance_id) {
+            return Err(IngestError::Malformed("instanceId"));
+        }
+        let site = body.site_id.clone().unwrap_or_default();
+        if body.site_id.is_some() && !valid_name(&site) {
+            return Err(IngestError::Malformed("siteId"));
+        }
+        if body.tag_metrics.len() > MAX_TAG_METRICS {
+            return Err(IngestError::Malformed("tagMetrics: too many"));
+        }
+        if !finite(body.metrics.errors) || !finite(body.metrics.latency) {
+            return Err(IngestError::Malformed("metrics"));
+        }
+        let deltas = body
+            .tag_metrics
+            .iter()
+            .map(decode)
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let shards = self.orgs.entry(org.to_owned()).or_default();
+        if !shards.contains_key(&site) && shards.len() >= server.max_sites {
+            return Err(IngestError::Full("sites"));
+        }
+        if !shards.contains_key(&site) {
+            shards.insert(site.clone(), Shard::new(engine)?);
+        }
+        let Some(shard) = shards.get_mut(&site) else {
+            return Err(IngestError::Internal);
+        };
+        if !shard.instances.contains_key(&body.instance_id) {
+            expire(shard, now, server.instance_ttl);
+            if shard.instances.len() >= server.max_instances {
+                return Err(IngestError::Full("instances"));
+            }
+        }
+        let v1 = body.tag_metrics.iter().all(|m| m.admitted.is_none());
+        let mut demand = BTreeMap::new();
+        let mut in_flight = BTreeMap::new();
+        for d in deltas {
+            // Past the tag cap, new tags count as the overflow tag.
+            let tag = if shard.cumulative.contains_key(&d.tag)
+                || shard.cumulative.len() + 1 < engine.tag_cap
+            {
+                d.tag
+            } else {
+                OVERFLOW_TAG.to_owned()
+            };
+            shard
+                .cumulative
+                .entry(tag.clone())
+                .or_default()
+                .merge(&d.counters);
+            for (name, agg) in d.custom {
+                shard.custom.push((Some(tag.clone()), name, agg));
+            }
+            *demand.entry(tag.clone()).or_insert(0) += d.offered;
+            *in_flight.entry(tag).or_insert(0) += d.in_flight;
+        }
+        if v1 && body.metrics.errors > 0.0 {
+            // v1 sends errors for the whole service only.
+            let c = shard.cumulative.entry(DEFAULT_TAG.to_owned()).or_default();
+            c.errors += body.metrics.errors as u64;
+        }
+        let inst = shard
+            .instances
+            .entry(body.instance_id.clone())
+            .or_insert_with(|| Instance {
+                last_seen: now,
+                in_flight: BTreeMap::new(),
+                demand: VecDeque::new(),
+            });
+        inst.last_seen = now;
+        inst.in_flight = in_flight;
+        inst.demand.push_back((now, demand));
+        while inst
+            .demand
+            .front()
+            .is_some_and(|(at, _)| now.saturating_duration_since(*at) > server.demand_window)
+        {
+            inst.demand.pop_front();
+        }
+        shard.pulses += 1;
+        Ok(())
+    }
+
+    /// Evaluate every shard's fleet rules at `now` (`since_origin` for the reflex).
+    pub(crate) fn tick(
+        &mut self,
+        now: Instant,
+        since_origin: Duration,
+        server: &ServerConfig,
+        engine: &Config,
+    ) {
+        for shard in self.orgs.values_mut().flat_map(HashMap::values_mut) {
+            expire(shard, now, server.instance_ttl);
+            let mut gauge: BTreeMap<&str, u64> = BTreeMap::new();
+            for inst in shard.instances.values() {
+                for (tag, n) in &inst.in_flight {
+                    *gauge.entry(tag.as_str()).or_insert(0) += n;
+                }
+            }
+            let mut reading = Reading::default();
+            reading.tags = shard
+                .cumulative
+                .iter()
+                .map(|(tag, c)| {
+                    let mut c = c.clone();
+                    c.in_flight = gauge.get(tag.as_str()).copied().unwrap_or(0);
+                    TagReading::new(tag.clone(), engine.priority_of(tag), c)
+                })
+                .collect();
+            reading.custom = std::mem::take(&mut shard.custom);
+            let (enforce, _dry) = shard.reflex.observe(since_origin, reading);
+            shard.enforce = enforce;
+            shard.status = shard.reflex.status();
+        }
+    }
+
+    pub(crate) fn shard(&self, org: &str, site: &str) -> Option<&Shard> {
+        self.orgs.get(org)?.get(site)
+    }
+
+    pub(crate) fn shards(&self) -> impl Iterator<Item = (&str, &str, &Shard)> {
+        self.orgs.iter().flat_map(|(org, shards)| {
+            shards
+                .iter()
+                .map(move |(site, s)| (org.as_str(), site.as_str(), s))
+        })
+    }
+}
+
+fn expire(shard: &mut Shard, now: Instant, ttl: Duration) {
+    shard
+        .instances
+        .retain(|_, i| now.saturating_duration_since(i.last_seen) <= ttl);
+}
+
+/// The policy one instance gets: the fleet policy in v1 terms first (so v1 SDKs obey it),
+/// then our extensions, with the rate budgets split by recent demand.
+pub(crate) fn answer(
+    shard: Option<&Shard>,
+    instance: Option<&str>,
+    server: &ServerConfig,
+    engine: &Config,
+) -> Policy {
+    let mut p = shard.map(|s| s.enforce.clone()).unwrap_or_default();
+    // `shed`: the priority floor, as v1 blocks of every known tag below it.
+    if let Some(floor) = p.priority_floor {
+        let mut below: Vec<&str> = engine
+            .tags
+            .iter()
+            .filter(|(_, prio)| **prio < floor)
+            .map(|(t, _)| t.as_str())
+            .collect();
+        if let Some(s) = shard {
+            below.extend(
+                s.cumulative
+                    .keys()
+                    .map(String::as_str)
+                    .filter(|t| engine.priority_of(t) < floor),
+            );
+        }
+        if engine.default_priority < floor {
+            below.push(DEFAULT_TAG);
+        }
+        for t in below {
+            p.tag_max_weights.insert(t.to_owned(), 0.0);
+        }
+    }
+    // A throttle to 0% is a block in v1 terms.
+    let zero: Vec<String> = p
+        .tag_throttles
+        .iter()
+        .filter(|(_, share)| **share <= 0.0)
+        .map(|(t, _)| t.clone())
+        .collect();
+    for t in zero {
+        p.tag_max_weights.insert(t, 0.0);
+    }
+    // Fleet-wide budgets: this instance's share of recent demand.
+    for (tag, budget) in p.tag_rate_limits.iter_mut() {
+        *budget = split(shard, instance, tag, *budget);
+    }
+    p.lease_duration_seconds = Some(server.lease.as_secs().max(1));
+    p.pulse_interval = u64::try_from(server.pulse_interval.as_millis()).unwrap_or(u64::MAX);
+    let active = shard.is_some_and(|s| s.status.iter().any(|r| r.is_active() && !r.dry_run));
+    p.status = Some(if active { "degraded" } else { "ok" }.to_owned());
+    p
+}
+
+/// `budget × (demand_i + ε) / (Σ demand + n·ε)`: the shares add up to the budget; an idle
+/// instance keeps a sliver so it is not starved when its traffic starts. An unknown instance
+/// (a policy read without an instance id) gets an equal share.
+fn split(shard: Option<&Shard>, instance: Option<&str>, tag: &str, budget: f64) -> f64 {
+    let Some(shard) = shard else { return budget };
+    let n = shard.instances.len();
+    let mine = instance.and_then(|id| shard.instances.get(id));
+    let Some(mine) = mine else {
+        return budget / (n.max(1) as f64);
+    };
+    let total: f64 = shard.instances.values().map(|i| i.demand_of(tag)).sum();
+    let eps = if total > 0.0 {
+        total * 0.02 / n as f64
+    } else {
+        1.0
+    };
+    let share = (mine.demand_of(tag) + eps) / (total + eps * n as f64);
+    (budget * share).max(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tm(tag: &str, count: u64) -> TagMetric {
+        let mut m = TagMetric::default();
+        m.tag = tag.into();
+        m.count = count;
+        m.admitted = Some(count);
+        m.completed = Some(0);
+        m
+    }
+
+    fn pulse(id: &str, metrics: Vec<TagMetric>) -> PulseBody {
+        let mut b = PulseBody::default();
+        b.instance_id = id.into();
+        b.tag_metrics = metrics;
+        b
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn budgets_split_by_demand_and_add_up() {
+        let server = ServerConfig::default();
+        let mut engine = Config::default();
+        engine.tags.insert("free".into(), 10);
+        let mut f = Fleets::default();
+        let now = Instant::now();
+        for (id, n) in [("a", 100), ("b", 300), ("c", 0)] {
+            f.ingest("o", &pulse(id, vec![tm("free", n)]), now, &server, &engine)
+                .unwrap();
+        }
+        let shard = f.shard("o", "").unwrap();
+        let shares: Vec<f64> = ["a", "b", "c"]
+            .iter()
+            .map(|id| split(Some(shard), Some(id), "free", 100.0))
+            .collect();
+        let total: f64 = shares.iter().sum();
+        assert!((total - 100.0).abs() < 1e-9, "{shares:?}");
+        assert!(shares[1] > 2.5 * shares[0] && shares[2] < 2.0, "{shares:?}");
+        assert!((split(Some(shard), None, "free", 90.0) - 30.0).abs() < 1e-9);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bad_pulses_store_nothing() {
+        let server = ServerConfig::default();
+        let engine = Config::default();
+        let mut f = Fleets::default();
+        let now = Instant::now();
+        let mut bad = tm("free", 1);
+        bad.histogram = Some(waitstate_core::histogram::SparseHistogram {
+            layout: "nope".into(),
+            buckets: vec![],
+        });
+        let body = pulse("a", vec![tm("pro", 5), bad]);
+        assert!(f.ingest("o", &body, now, &server, &engine).is_err());
+        assert!(f.shard("o", "").is_none());
+        for tag in ["", &"x".repeat(200)] {
+            let body = pulse("a", vec![tm(tag, 1)]);
+            assert!(f.ingest("o", &body, now, &server, &engine).is_err());
+        }
+        assert!(
+            f.ingest("o", &pulse("", vec![]), now, &server, &engine)
+                .is_err()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_shed_floor_becomes_v1_blocks() {
+        let server = ServerConfig::default();
+        let mut engine = Config::default();
+        engine.tags.insert("free".into(), 10);
+        engine.tags.insert("pro".into(), 50);
+        engine.tags.insert("enterprise".into(), 100);
+        let mut f = Fleets::default();
+        f.ingest(
+            "o",
+            &pulse("a", vec![tm("free", 1)]),
+            Instant::now(),
+            &server,
+            &engine,
+        )
+        .unwrap();
+        let shard = f.orgs.get_mut("o").unwrap().get_mut("").unwrap();
+        shard.enforce.priority_floor = Some(50);
+        let p = answer(Some(shard), Some("a"), &server, &engine);
+        assert_eq!(p.tag_max_weights.get("free"), Some(&0.0));
+        assert_eq!(p.tag_max_weights.get(DEFAULT_TAG), Some(&0.0));
+        assert!(!p.tag_max_weights.contains_key("pro"));
+        assert_eq!(p.lease_duration_seconds, Some(300));
+        let json = serde_json::to_string(&p).unwrap();
+        assert!(
+            json.starts_with(r#"{"globalMaxWeight":null,"tagMaxWeights""#),
+            "{json}"
+        );
+    }
+}

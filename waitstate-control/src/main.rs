@@ -1,0 +1,67 @@
+//! `waitstate-control --config waitstate-control.toml`: the self-hosted control plane.
+
+use std::process::ExitCode;
+
+use waitstate_control::{ControlConfig, ControlServer};
+
+const USAGE: &str = "usage: waitstate-control --config <waitstate-control.toml>";
+
+fn config_path() -> Result<String, String> {
+    let mut args = std::env::args().skip(1);
+    let mut path = None;
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "-c" | "--config" => path = args.next(),
+            "-h" | "--help" => return Err(USAGE.to_owned()),
+            "-V" | "--version" => {
+                return Err(format!("waitstate-control {}", env!("CARGO_PKG_VERSION")));
+            }
+            other => match other.strip_prefix("--config=") {
+                Some(p) => path = Some(p.to_owned()),
+                None => return Err(format!("unknown argument `{other}`\n{USAGE}")),
+            },
+        }
+    }
+    path.ok_or_else(|| USAGE.to_owned())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(std::io::stderr)
+        .init();
+    let path = match config_path() {
+        Ok(p) => p,
+        Err(msg) => {
+            eprintln!("{msg}");
+            return ExitCode::from(2);
+        }
+    };
+    let config = match ControlConfig::from_file(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("waitstate-control: {path}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let listen = config.server.listen.clone();
+    let server = match ControlServer::bind(config).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("waitstate-control: cannot listen on {listen}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = tokio::signal::ctrl_c().await {
+        eprintln!("waitstate-control: cannot wait for Ctrl-C: {e}");
+    }
+    tracing::info!("shutting down");
+    match server.shutdown().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("waitstate-control: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
