@@ -24,7 +24,10 @@ pub(crate) fn waitstate() -> WaitState {
 }
 
 /// Serve the gated gRPC app on `listener` until the task is dropped.
-pub(crate) async fn serve(listener: TcpListener, ws: WaitState) -> Result<(), tonic::transport::Error> {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    ws: WaitState,
+) -> Result<(), tonic::transport::Error> {
     let (_reporter, health) = tonic_health::server::health_reporter();
     Server::builder()
         .layer(GateLayer::new(ws, HeaderTagger::new()))

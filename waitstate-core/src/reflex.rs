@@ -13,7 +13,7 @@
 //! | `limit t to r/s` | r/s | 2r, 4r, 8r |
 //! | `limit concurrency to n` | n | 2n, 4n, 8n |
 //! | `kill` | `killSignal` | every tag throttled to 25%, 50%, 75% |
-//! | `shed` | one more priority level per tick (levels without traffic are passed over; none while the metric is clearly recovering) | one level at a time, in reverse, each at 25%, 50%, 75%, then open |
+//! | `shed` | one more priority level per tick while the condition holds (levels without traffic are passed over; no step while the metric is clearly recovering; on a windowed metric, at most one step per window) | one level at a time, in reverse, each at 25%, 50%, 75%, then open |
 //!
 //! `shed` never sheds the highest priority level.
 //!
@@ -89,6 +89,8 @@ struct RuleState {
     since: Duration,
     shed_level: usize,
     value: Option<f64>,
+    /// When `shed` last moved up a level.
+    escalated: Duration,
 }
 
 /// One tick's reading of a service (or of a whole fleet): every tag's cumulative counters
@@ -208,6 +210,7 @@ impl Reflex {
                 since: Duration::ZERO,
                 shed_level: 0,
                 value: None,
+                escalated: Duration::ZERO,
             })
             .collect();
         Ok(Self {
@@ -364,7 +367,14 @@ impl Reflex {
             let cond = &r.rule.condition;
             let holds = value.is_some_and(|v| cond.op.holds(v, cond.threshold));
             let levels = matches!(r.rule.action, Action::Shed).then_some(&shed);
-            step(r, holds, previous, now, self.release_step, levels);
+            // Gauges (in flight, custom metrics) show a level's effect at once; windowed
+            // metrics (latency, rates) only once the window has turned over.
+            let gauge = matches!(
+                r.rule.condition.metric,
+                Metric::InFlight | Metric::Custom(_)
+            );
+            let settle = if gauge { Duration::ZERO } else { self.window };
+            step(r, holds, previous, now, self.release_step, levels, settle);
             let contribution = contribution(r, &self.levels);
             let target = if r.dry { &mut dry } else { &mut enforce };
             *target = target.stricter(&contribution);
@@ -413,7 +423,8 @@ fn improving(op: Op, value: Option<f64>, previous: Option<f64>) -> bool {
     }
 }
 
-/// One tick of a rule's state machine. `shed` is set for the `shed` action.
+/// One tick of a rule's state machine. `shed` is set for the `shed` action; `settle` is how
+/// long `shed` waits after moving up a level before it may move up again.
 fn step(
     r: &mut RuleState,
     holds: bool,
@@ -421,6 +432,7 @@ fn step(
     now: Duration,
     release_step: Duration,
     shed: Option<&ShedLevels>,
+    settle: Duration,
 ) {
     let held = now.saturating_sub(r.since);
     let fire = |r: &mut RuleState| {
@@ -428,6 +440,7 @@ fn step(
         r.since = now;
         if let Some(levels) = shed {
             r.shed_level = levels.up(r.shed_level);
+            r.escalated = now;
         }
     };
     // `shed` readmits one level at a time, each through the ramp (25%, 50%, 75%) before
@@ -464,11 +477,15 @@ fn step(
         Phase::Firing if holds => {
             // Adaptive shedding: one more level each evaluation step while the condition
             // holds, unless the metric is already clearly recovering (the levels shed so
-            // far are working; a lagging metric must not shed the next level too).
+            // far are working), and, for a metric computed over the window, not before the
+            // window has seen the last level's effect: a lagging metric must not shed the
+            // next level for traffic that is already gone.
             if let Some(levels) = shed
                 && !improving(r.rule.condition.op, r.value, previous)
+                && now.saturating_sub(r.escalated) >= settle
             {
                 r.shed_level = levels.up(r.shed_level);
+                r.escalated = now;
             }
         }
         Phase::Firing => {

@@ -252,3 +252,45 @@ fn no_data_means_the_condition_does_not_hold() {
         assert_eq!(s[0].value, None);
     }
 }
+
+#[test]
+fn shed_steps_every_tick_on_a_gauge_and_once_per_window_on_a_windowed_metric() {
+    // A gauge: in flight is held high, so every tick sheds one more level.
+    let mut config = tiers("when in_flight > 5 then shed");
+    config.tags.insert("bulk".into(), 1);
+    let engine = Engine::new(&config).unwrap();
+    let mut reflex = Reflex::new(&config).unwrap();
+    let _held: Vec<_> = (0..10)
+        .map(|_| engine.admit(&Demand::new("enterprise"), secs(0)).unwrap())
+        .collect();
+    let mut floors = Vec::new();
+    for t in 1..=4 {
+        for tag in ["bulk", "free", "pro", "anon"] {
+            let _ = engine.decide(&Demand::new(tag), secs(t));
+        }
+        reflex.tick(secs(t), &engine);
+        floors.push(engine.policy().priority_floor);
+    }
+    assert_eq!(floors, [Some(1), Some(10), Some(50), Some(100)]);
+
+    // A windowed metric (p95 over a 5 s window): at most one level per window.
+    let config = tiers("when p95_latency > 500ms then shed");
+    let engine = Engine::new(&config).unwrap();
+    let mut reflex = Reflex::new(&config).unwrap();
+    let mut floors = Vec::new();
+    for t in 0..12u64 {
+        for tag in ["free", "pro", "enterprise", "anon"] {
+            offer(&engine, tag, 20, secs(t), Duration::from_millis(900));
+        }
+        reflex.tick(secs(t) + Duration::from_millis(999), &engine);
+        floors.push(engine.policy().priority_floor);
+    }
+    let changes: Vec<usize> = floors
+        .windows(2)
+        .enumerate()
+        .filter(|(_, w)| w[0] != w[1])
+        .map(|(i, _)| i + 1)
+        .collect();
+    assert!(changes.windows(2).all(|c| c[1] - c[0] >= 5), "{floors:?}");
+    assert_eq!(floors[0], Some(10));
+}
