@@ -107,7 +107,9 @@ async fn handler(State(backend): State<Backend>) -> (StatusCode, &'static str) {
 
 /// The app: the backend's route, gated when `ws` is given.
 fn app(ws: Option<WaitState>) -> Router {
-    let router = Router::new().route("/", get(handler)).with_state(Backend::new());
+    let router = Router::new()
+        .route("/", get(handler))
+        .with_state(Backend::new());
     match ws {
         Some(ws) => router.layer(GateLayer::new(ws, HeaderTagger::new())),
         None => router,
@@ -173,8 +175,14 @@ fn args() -> Result<Args, String> {
                     .filter(|d| *d >= 6)
                     .ok_or("--duration takes a number of seconds, at least 6")?;
             }
-            "--summary-json" => out.summary = Some(it.next().ok_or("--summary-json takes a path")?.into()),
-            other => return Err(format!("unknown argument `{other}` (try --duration, --summary-json, --no-gate)")),
+            "--summary-json" => {
+                out.summary = Some(it.next().ok_or("--summary-json takes a path")?.into());
+            }
+            other => {
+                return Err(format!(
+                    "unknown argument `{other}` (try --duration, --summary-json, --no-gate)"
+                ));
+            }
         }
     }
     Ok(out)
@@ -227,7 +235,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!(
         "{:>4} | {:^28} | {:^28} | {:^28} |",
-        "t(s)", "offer  ok  shed err   p95", "offer  ok  shed err   p95", "offer  ok  shed err   p95"
+        "t(s)",
+        "offer  ok  shed err   p95",
+        "offer  ok  shed err   p95",
+        "offer  ok  shed err   p95"
     );
 
     let start = Instant::now();
@@ -259,7 +270,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             surge_end = Some(stats.iter().map(TierStats::histogram).collect());
         }
         for (i, (tag, rps)) in TIERS.iter().enumerate() {
-            let rate = if surge && *tag == "free" { rps * SURGE_FACTOR } else { *rps };
+            let rate = if surge && *tag == "free" {
+                rps * SURGE_FACTOR
+            } else {
+                *rps
+            };
             carry[i] += rate * dt;
             while carry[i] >= 1.0 {
                 carry[i] -= 1.0;
@@ -269,7 +284,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     continue;
                 }
                 outstanding.fetch_add(1, Relaxed);
-                let (client, uri, stats, outstanding) = (client.clone(), uri.clone(), stats.clone(), outstanding.clone());
+                let (client, uri, stats, outstanding) = (
+                    client.clone(),
+                    uri.clone(),
+                    stats.clone(),
+                    outstanding.clone(),
+                );
                 tokio::spawn(async move {
                     let sent = Instant::now();
                     let req = http::Request::get(uri)
@@ -386,7 +406,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let ent_kept = stats[0].shed.load(Relaxed) == 0
         && surge_p95[0] <= (calm_p95[0] * 1.5).max(calm_p95[0] + 50.0);
-    let free_first = shed_share[2] > 0.0 && shed_share[2] >= shed_share[1] && shed_share[1] >= shed_share[0];
+    let free_first =
+        shed_share[2] > 0.0 && shed_share[2] >= shed_share[1] && shed_share[1] >= shed_share[0];
     println!();
     let verdict = if args.gate {
         format!(
