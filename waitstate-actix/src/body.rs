@@ -1,0 +1,97 @@
+//! The response body of [`Gate`](crate::Gate).
+
+use std::error::Error as StdError;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use actix_web::body::{BodySize, BoxBody, MessageBody};
+use actix_web::web::Bytes;
+use pin_project_lite::pin_project;
+use waitstate_core::Permit;
+
+pin_project! {
+    /// Response body of the [`Gate`](crate::Gate) middleware: the inner body, which holds
+    /// the request's in-flight slot until its end of stream, an error, or its drop,
+    /// whichever comes first; or a rejection's body.
+    pub struct ResponseBody<B> {
+        #[pin]
+        kind: BodyKind<B>,
+    }
+}
+
+pin_project! {
+    #[project = BodyProj]
+    enum BodyKind<B> {
+        Inner {
+            #[pin]
+            body: B,
+            permit: Option<Permit>,
+        },
+        Rejected {
+            body: BoxBody,
+        },
+    }
+}
+
+impl<B> ResponseBody<B> {
+    pub(crate) fn inner(body: B, permit: Option<Permit>) -> Self {
+        Self {
+            kind: BodyKind::Inner { body, permit },
+        }
+    }
+
+    pub(crate) fn rejected(body: BoxBody) -> Self {
+        Self {
+            kind: BodyKind::Rejected { body },
+        }
+    }
+}
+
+impl<B> std::fmt::Debug for ResponseBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match &self.kind {
+            BodyKind::Inner {
+                permit: Some(_), ..
+            } => "streaming (slot held)",
+            BodyKind::Inner { .. } => "streaming",
+            BodyKind::Rejected { .. } => "rejection",
+        };
+        f.debug_struct("ResponseBody")
+            .field("state", &state)
+            .finish()
+    }
+}
+
+impl<B: MessageBody> MessageBody for ResponseBody<B> {
+    type Error = Box<dyn StdError>;
+
+    fn size(&self) -> BodySize {
+        match &self.kind {
+            BodyKind::Inner { body, .. } => body.size(),
+            BodyKind::Rejected { body } => body.size(),
+        }
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        match self.project().kind.project() {
+            BodyProj::Inner { body, permit } => {
+                let item = ready!(body.poll_next(cx));
+                match &item {
+                    // End of stream: the request is over.
+                    None => drop(permit.take()),
+                    Some(Err(_)) => {
+                        if let Some(mut p) = permit.take() {
+                            p.set_error(true);
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                }
+                Poll::Ready(item.map(|r| r.map_err(Into::into)))
+            }
+            BodyProj::Rejected { body } => Pin::new(body).poll_next(cx),
+        }
+    }
+}

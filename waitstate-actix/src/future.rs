@@ -1,0 +1,150 @@
+//! The response future of the [`Gate`](crate::Gate) middleware.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use actix_web::Error;
+use actix_web::body::BoxBody;
+use actix_web::dev::ServiceResponse;
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use pin_project_lite::pin_project;
+use waitstate_core::{Permit, Reason};
+
+use crate::body::ResponseBody;
+use crate::classify::Classify;
+
+/// The header that marks, in dry run, a response that would have been rejected.
+pub const DRY_RUN_HEADER: &str = "x-waitstate-dry-run";
+
+pin_project! {
+    /// Response future of the [`Gate`](crate::Gate) middleware. Dropping it before it is
+    /// ready releases the request's in-flight slot.
+    pub struct ResponseFuture<F, C> {
+        #[pin]
+        kind: Kind<F, C>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F, C> {
+        Allowed {
+            #[pin]
+            future: F,
+            permit: Option<Permit>,
+            classifier: C,
+            dry_run: Option<Reason>,
+        },
+        Exempt {
+            #[pin]
+            future: F,
+        },
+        Rejected {
+            response: Option<ServiceResponse<BoxBody>>,
+        },
+    }
+}
+
+impl<F, C> ResponseFuture<F, C> {
+    pub(crate) fn allowed(
+        future: F,
+        permit: Permit,
+        classifier: C,
+        dry_run: Option<Reason>,
+    ) -> Self {
+        Self {
+            kind: Kind::Allowed {
+                future,
+                permit: Some(permit),
+                classifier,
+                dry_run,
+            },
+        }
+    }
+
+    pub(crate) fn exempt(future: F) -> Self {
+        Self {
+            kind: Kind::Exempt { future },
+        }
+    }
+
+    pub(crate) fn rejected(response: ServiceResponse<BoxBody>) -> Self {
+        Self {
+            kind: Kind::Rejected {
+                response: Some(response),
+            },
+        }
+    }
+}
+
+impl<F, C> std::fmt::Debug for ResponseFuture<F, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match &self.kind {
+            Kind::Allowed { .. } => "allowed",
+            Kind::Exempt { .. } => "exempt",
+            Kind::Rejected { .. } => "rejected",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish()
+    }
+}
+
+impl<F, C, B> Future for ResponseFuture<F, C>
+where
+    F: Future<Output = Result<ServiceResponse<B>, Error>>,
+    C: Classify,
+{
+    type Output = Result<ServiceResponse<ResponseBody<B>>, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Allowed {
+                future,
+                permit,
+                classifier,
+                dry_run,
+            } => {
+                let result = ready!(future.poll(cx));
+                let Some(mut permit) = permit.take() else {
+                    // Polled again after completion: a contract breach of the caller; answer
+                    // without touching any counter rather than panic.
+                    return Poll::Ready(
+                        result.map(|r| r.map_body(|_, b| ResponseBody::inner(b, None))),
+                    );
+                };
+                match result {
+                    Ok(mut res) => {
+                        permit.set_error(classifier.is_error(res.status(), res.headers()));
+                        if let Some(reason) = dry_run {
+                            res.headers_mut().insert(
+                                HeaderName::from_static(DRY_RUN_HEADER),
+                                HeaderValue::from_static(reason.as_str()),
+                            );
+                        }
+                        Poll::Ready(Ok(res.map_body(|_, b| ResponseBody::inner(b, Some(permit)))))
+                    }
+                    Err(e) => {
+                        // The error becomes a response further out; classify it by the
+                        // status it will have.
+                        let status = e.as_response_error().status_code();
+                        permit.set_error(classifier.is_error(status, &HeaderMap::new()));
+                        drop(permit);
+                        Poll::Ready(Err(e))
+                    }
+                }
+            }
+            KindProj::Exempt { future } => {
+                let result = ready!(future.poll(cx));
+                Poll::Ready(result.map(|r| r.map_body(|_, b| ResponseBody::inner(b, None))))
+            }
+            KindProj::Rejected { response } => match response.take() {
+                Some(res) => Poll::Ready(Ok(res.map_body(|_, b| ResponseBody::rejected(b)))),
+                None => Poll::Ready(Err(actix_web::error::ErrorInternalServerError(
+                    "waitstate: rejection polled after completion",
+                ))),
+            },
+        }
+    }
+}

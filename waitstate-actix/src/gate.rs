@@ -1,0 +1,128 @@
+use std::fmt;
+use std::future::{Ready, ready};
+use std::rc::Rc;
+
+use actix_web::Error;
+use actix_web::body::MessageBody;
+use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform};
+use waitstate_core::WaitState;
+use waitstate_core::tagger::Tagger;
+
+use crate::body::ResponseBody;
+use crate::classify::{Classify, DefaultClassifier};
+use crate::rejection::{DefaultRejection, MakeRejection};
+use crate::service::{GateMiddleware, Shared};
+
+/// The actix-web middleware: `App::new().wrap(Gate::new(waitstate, tagger))`.
+///
+/// The tagger picks tag and weight, the engine decides, a rejection becomes a response
+/// (a 429 by default), and the response's latency (to the end of its body) and outcome
+/// flow back to the engine.
+///
+/// Configuration only: cheap to clone. actix-web builds one middleware per worker (one
+/// per `App` the server's factory makes); every one of them shares the one engine (one
+/// policy, one set of counters, one budget), because [`WaitState`] is a shared handle.
+#[must_use]
+#[derive(Clone)]
+pub struct Gate<T, R = DefaultRejection, C = DefaultClassifier> {
+    ws: WaitState,
+    tagger: T,
+    rejection: R,
+    classifier: C,
+    dry_run_header: bool,
+}
+
+impl<T, R, C> fmt::Debug for Gate<T, R, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Gate")
+            .field("waitstate", &self.ws)
+            .field("tagger", &std::any::type_name::<T>())
+            .field("rejection", &std::any::type_name::<R>())
+            .field("classifier", &std::any::type_name::<C>())
+            .field("dry_run_header", &self.dry_run_header)
+            .finish()
+    }
+}
+
+impl<T> Gate<T> {
+    /// Gate with this engine and tagger, the default rejection responses and the default
+    /// classifier (5xx are errors, 4xx not).
+    pub fn new(waitstate: WaitState, tagger: T) -> Self {
+        Self {
+            ws: waitstate,
+            tagger,
+            rejection: DefaultRejection::default(),
+            classifier: DefaultClassifier,
+            dry_run_header: true,
+        }
+    }
+}
+
+impl<T, R, C> Gate<T, R, C> {
+    /// Build rejection responses with `rejection` instead (a
+    /// [`MakeRejection`], or a closure `Fn(&RejectionContext<'_>) -> HttpResponse`).
+    ///
+    /// [`RejectionContext`]: crate::RejectionContext
+    pub fn with_rejection<R2>(self, rejection: R2) -> Gate<T, R2, C> {
+        Gate {
+            ws: self.ws,
+            tagger: self.tagger,
+            rejection,
+            classifier: self.classifier,
+            dry_run_header: self.dry_run_header,
+        }
+    }
+
+    /// Classify responses with `classifier` instead (a [`Classify`], or a closure
+    /// `Fn(StatusCode, &HeaderMap) -> bool`, true for an error). It is cloned into every
+    /// admitted request's future, so keep it cheap to clone.
+    pub fn with_classifier<C2>(self, classifier: C2) -> Gate<T, R, C2> {
+        Gate {
+            ws: self.ws,
+            tagger: self.tagger,
+            rejection: self.rejection,
+            classifier,
+            dry_run_header: self.dry_run_header,
+        }
+    }
+
+    /// In dry run, mark responses that would have been rejected with an
+    /// `x-waitstate-dry-run: <reason>` header (on by default).
+    pub fn dry_run_header(mut self, yes: bool) -> Self {
+        self.dry_run_header = yes;
+        self
+    }
+
+    /// The engine.
+    pub fn waitstate(&self) -> &WaitState {
+        &self.ws
+    }
+}
+
+impl<S, B, T, R, C> Transform<S, ServiceRequest> for Gate<T, R, C>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
+    B: MessageBody,
+    T: Tagger + Clone,
+    R: MakeRejection + Clone,
+    C: Classify + Clone,
+{
+    type Response = ServiceResponse<ResponseBody<B>>;
+    type Error = Error;
+    type Transform = GateMiddleware<S, T, R, C>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(GateMiddleware::new(
+            service,
+            Rc::new(Shared {
+                ws: self.ws.clone(),
+                tagger: self.tagger.clone(),
+                rejection: self.rejection.clone(),
+                classifier: self.classifier.clone(),
+                dry_run_header: self.dry_run_header,
+            }),
+        )))
+    }
+}

@@ -1,0 +1,50 @@
+use std::cell::OnceCell;
+
+use actix_web::dev::ServiceRequest;
+use actix_web::http::header::{self, HeaderValue};
+use waitstate_core::tagger::RequestView;
+
+/// [`RequestView`] over an actix-web `ServiceRequest`.
+///
+/// The matched route pattern costs an allocation in actix-web (`match_pattern` returns a
+/// `String`), so it is computed only when a tagger asks for it, at most once per request.
+pub(crate) struct ActixView<'a> {
+    req: &'a ServiceRequest,
+    route: OnceCell<Option<String>>,
+}
+
+impl<'a> ActixView<'a> {
+    pub(crate) fn new(req: &'a ServiceRequest) -> Self {
+        Self {
+            req,
+            route: OnceCell::new(),
+        }
+    }
+}
+
+impl RequestView for ActixView<'_> {
+    fn method(&self) -> &str {
+        self.req.method().as_str()
+    }
+
+    fn path(&self) -> &str {
+        self.req.path()
+    }
+
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.req.headers().get(name).map(HeaderValue::as_bytes)
+    }
+
+    fn route(&self) -> Option<&str> {
+        self.route
+            .get_or_init(|| self.req.match_pattern())
+            .as_deref()
+    }
+}
+
+/// Whether a request is gRPC (`content-type: application/grpc*`).
+pub(crate) fn is_grpc(req: &ServiceRequest) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}

@@ -1,0 +1,622 @@
+//! The Gate middleware end to end through `actix_web::test`, with tokio's paused clock.
+
+use std::cell::RefCell;
+use std::convert::Infallible;
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use actix_web::body::{BodySize, MessageBody};
+use actix_web::dev::{Service, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::http::header::HeaderValue;
+use actix_web::test::{self, TestRequest};
+use actix_web::web::{self, Bytes};
+use actix_web::{App, HttpMessage, HttpRequest, HttpResponse};
+use tokio::sync::mpsc;
+use waitstate_actix::{
+    Admission, DefaultRejection, Gate, HeaderTagger, PathTagger, Reason, Rejection,
+    RejectionContext, Tagging, WaitState,
+};
+use waitstate_core::{OVERFLOW_TAG, Policy};
+
+fn ws() -> WaitState {
+    WaitState::builder()
+        .tag("enterprise", 100)
+        .tag("pro", 50)
+        .tag("free", 10)
+        .build()
+        .unwrap()
+}
+
+fn set(ws: &WaitState, f: impl FnOnce(&mut Policy)) {
+    let mut p = Policy::default();
+    f(&mut p);
+    ws.engine().set_remote_policy(Some(p)).unwrap();
+}
+
+fn tagger() -> HeaderTagger {
+    HeaderTagger::new()
+        .weight_header("x-weight")
+        .exempt_path("/healthz")
+}
+
+fn req(tag: &str) -> TestRequest {
+    TestRequest::get().insert_header(("x-waitstate-tag", tag))
+}
+
+/// The tag the handler saw in its `Admission`, or `exempt`.
+async fn echo_tag(req: HttpRequest) -> HttpResponse {
+    let tag = req
+        .extensions()
+        .get::<Admission>()
+        .map_or_else(|| "exempt".to_owned(), |a| a.tag.as_str().to_owned());
+    HttpResponse::Ok().body(tag)
+}
+
+/// An app gated by `gate` that echoes the tag and counts the calls that reach a handler.
+macro_rules! app {
+    ($gate:expr, $calls:expr) => {{
+        let calls: Arc<AtomicUsize> = $calls.clone();
+        test::init_service(App::new().wrap($gate).default_service(web::to(
+            move |req: HttpRequest| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                echo_tag(req)
+            },
+        )))
+        .await
+    }};
+}
+
+/// A response header as text (empty when missing or not text).
+fn h<'a, B>(res: &'a ServiceResponse<B>, name: &str) -> &'a str {
+    res.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}
+
+async fn body_string<B: MessageBody>(res: ServiceResponse<B>) -> String {
+    String::from_utf8(test::read_body(res).await.to_vec()).unwrap()
+}
+
+#[track_caller]
+fn assert_json(body: &str, reason: &str, tag: &str, retry_after: u64) {
+    let json: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({"error": "rate_limited", "reason": reason, "tag": tag, "retryAfter": retry_after})
+    );
+}
+
+#[actix_web::test]
+async fn blocked_tag_gets_429_retry_after_json_and_the_rejection_extension() {
+    tokio::time::pause();
+    let ws = ws();
+    set(&ws, |p| {
+        p.tag_max_weights.insert("free".into(), 0.0);
+    });
+    let calls = Arc::new(AtomicUsize::new(0));
+    let app = app!(Gate::new(ws.clone(), tagger()), calls);
+
+    let res = test::call_service(&app, req("free").to_request()).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(h(&res, "retry-after"), "1");
+    assert_eq!(h(&res, "content-type"), "application/json");
+    let rejection = res
+        .response()
+        .extensions()
+        .get::<Rejection>()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (rejection.reason(), rejection.tag(), rejection.priority()),
+        (Reason::TagBlocked, "free", 10)
+    );
+    assert_json(&body_string(res).await, "tag_blocked", "free", 1);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        0,
+        "the handler is never called"
+    );
+
+    let res = test::call_service(&app, req("enterprise").to_request()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        body_string(res).await,
+        "enterprise",
+        "the handler sees the Admission"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(ws.in_flight(), 0);
+    assert_eq!(ws.counters("enterprise").unwrap().completed, 1);
+}
+
+#[actix_web::test]
+async fn one_header_tagger_value_serves_tower_and_actix() {
+    use tower::{ServiceBuilder, ServiceExt};
+    tokio::time::pause();
+    let ws = ws();
+    set(&ws, |p| {
+        p.tag_max_weights.insert("free".into(), 0.0);
+    });
+    // One tagger value, shared by both stacks.
+    let tagger = Arc::new(tagger());
+
+    let tower_app = ServiceBuilder::new()
+        .layer(waitstate_tower::GateLayer::new(ws.clone(), tagger.clone()))
+        .service(tower::service_fn(|_req: http::Request<()>| async {
+            Ok::<_, Infallible>(http::Response::new(http_body_util::Full::new(
+                bytes::Bytes::from("ok"),
+            )))
+        }));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let actix_app = app!(Gate::new(ws.clone(), tagger.clone()), calls);
+
+    for (tag, weight, status) in [("free", "1", 429), ("pro", "1", 200), ("pro", "NaN", 429)] {
+        let t = tower_app
+            .clone()
+            .oneshot(
+                http::Request::get("/")
+                    .header("x-waitstate-tag", tag)
+                    .header("x-weight", weight)
+                    .body(())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let a = test::call_service(
+            &actix_app,
+            req(tag).insert_header(("x-weight", weight)).to_request(),
+        )
+        .await;
+        assert_eq!(t.status().as_u16(), status, "tower {tag} {weight}");
+        assert_eq!(a.status().as_u16(), status, "actix {tag} {weight}");
+        if status == 429 {
+            assert_eq!(
+                t.headers()["retry-after"].as_bytes(),
+                h(&a, "retry-after").as_bytes()
+            );
+            let t_body = http_body_util::BodyExt::collect(t.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            assert_eq!(t_body, test::read_body(a).await, "the same JSON body");
+        }
+    }
+    assert_eq!(ws.in_flight(), 0);
+}
+
+#[actix_web::test]
+async fn app_clones_share_one_budget() {
+    tokio::time::pause();
+    let ws = ws();
+    set(&ws, |p| {
+        p.tag_rate_limits.insert("pro".into(), 3.0);
+    });
+    // actix-web builds one App (one middleware) per worker, from one Gate value.
+    let gate = Gate::new(ws.clone(), tagger());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut apps = Vec::new();
+    for _ in 0..4 {
+        apps.push(app!(gate.clone(), calls));
+    }
+    let mut ok = 0;
+    for i in 0..12 {
+        let res = test::call_service(&apps[i % 4], req("pro").to_request()).await;
+        if res.status() == StatusCode::OK {
+            ok += 1;
+        } else {
+            assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+            assert_eq!(h(&res, "ratelimit-policy"), "\"pro\";q=3;w=1");
+            assert_eq!(h(&res, "ratelimit"), "\"pro\";r=0;t=1");
+            assert_json(&body_string(res).await, "rate_limited", "pro", 1);
+        }
+    }
+    assert_eq!(
+        ok, 3,
+        "one budget of 3 across every worker's app, not 3 each"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+}
+
+/// A streaming body fed through a channel: the test decides when each chunk arrives.
+struct ChannelBody(mpsc::UnboundedReceiver<Bytes>);
+
+impl MessageBody for ChannelBody {
+    type Error = Infallible;
+
+    fn size(&self) -> BodySize {
+        BodySize::Stream
+    }
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Infallible>>> {
+        self.0.poll_recv(cx).map(|c| c.map(Ok))
+    }
+}
+
+/// An app whose handler streams the body the test feeds through the returned sender.
+macro_rules! streaming_app {
+    ($ws:expr) => {{
+        let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
+        let rx = Rc::new(RefCell::new(Some(rx)));
+        let app = test::init_service(App::new().wrap(Gate::new($ws.clone(), tagger())).route(
+            "/stream",
+            web::get().to(move || {
+                let rx = rx.borrow_mut().take();
+                async move {
+                    match rx {
+                        Some(rx) => HttpResponse::Ok().body(ChannelBody(rx)),
+                        None => HttpResponse::Gone().finish(),
+                    }
+                }
+            }),
+        ))
+        .await;
+        (app, tx)
+    }};
+}
+
+fn stream_req() -> TestRequest {
+    req("pro").uri("/stream")
+}
+
+/// The one `pro` request has ended: its slot is free and it was recorded exactly once.
+#[track_caller]
+fn assert_released_once(ws: &WaitState) {
+    assert_eq!(ws.in_flight(), 0, "slot released");
+    assert_eq!(ws.counters("pro").unwrap().completed, 1, "recorded once");
+}
+
+async fn next_chunk<B: MessageBody + Unpin>(body: &mut B) -> Option<Bytes> {
+    poll_fn(|cx| Pin::new(&mut *body).poll_next(cx))
+        .await
+        .map(|r| r.ok().unwrap())
+}
+
+#[actix_web::test]
+async fn slot_is_held_until_the_body_ends_and_latency_runs_to_the_end_of_the_body() {
+    tokio::time::pause();
+    let ws = ws();
+    let (app, tx) = streaming_app!(ws);
+    let res = test::call_service(&app, stream_req().to_request()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        ws.in_flight(),
+        1,
+        "the response head is out, the body is not"
+    );
+    let mut body = res.into_body();
+    tx.send(Bytes::from("a")).unwrap();
+    assert_eq!(next_chunk(&mut body).await.unwrap(), "a");
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert_eq!(ws.in_flight(), 1, "mid-stream");
+    drop(tx);
+    assert!(next_chunk(&mut body).await.is_none());
+    assert_eq!(
+        ws.in_flight(),
+        0,
+        "released at end of stream, before the drop"
+    );
+    let c = ws.counters("pro").unwrap();
+    assert_eq!((c.completed, c.errors), (1, 0));
+    assert!(
+        c.latency_sum_us >= 2_000_000,
+        "latency counts to the end of the body: {}",
+        c.latency_sum_us
+    );
+    drop(body);
+    assert_eq!(ws.counters("pro").unwrap().completed, 1, "recorded once");
+}
+
+#[actix_web::test]
+async fn response_dropped_before_the_body_is_read_frees_the_slot() {
+    tokio::time::pause();
+    let ws = ws();
+    let (app, _tx) = streaming_app!(ws);
+    let res = test::call_service(&app, stream_req().to_request()).await;
+    assert_eq!(ws.in_flight(), 1);
+    drop(res);
+    assert_released_once(&ws);
+}
+
+#[actix_web::test]
+async fn body_dropped_mid_stream_frees_the_slot() {
+    tokio::time::pause();
+    let ws = ws();
+    let (app, tx) = streaming_app!(ws);
+    let res = test::call_service(&app, stream_req().to_request()).await;
+    let mut body = res.into_body();
+    tx.send(Bytes::from("first")).unwrap();
+    assert_eq!(next_chunk(&mut body).await.unwrap(), "first");
+    assert_eq!(ws.in_flight(), 1);
+    drop(body);
+    assert_released_once(&ws);
+}
+
+#[actix_web::test]
+async fn handler_future_dropped_frees_the_slot() {
+    tokio::time::pause();
+    let ws = ws();
+    let app = test::init_service(
+        App::new()
+            .wrap(Gate::new(ws.clone(), tagger()))
+            .route("/", web::get().to(std::future::pending::<HttpResponse>)),
+    )
+    .await;
+    let mut fut = Box::pin(app.call(req("pro").to_request()));
+    let polled = poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx).is_pending())).await;
+    assert!(polled, "the handler never answers");
+    assert_eq!(ws.in_flight(), 1);
+    drop(fut);
+    assert_released_once(&ws);
+}
+
+#[actix_web::test]
+async fn dry_run_marks_what_would_have_been_rejected() {
+    tokio::time::pause();
+    let ws = WaitState::builder()
+        .tag("free", 10)
+        .dry_run(true)
+        .build()
+        .unwrap();
+    set(&ws, |p| {
+        p.tag_max_weights.insert("free".into(), 0.0);
+    });
+    let calls = Arc::new(AtomicUsize::new(0));
+    let app = app!(Gate::new(ws.clone(), tagger()), calls);
+    let res = test::call_service(&app, req("free").to_request()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(h(&res, "x-waitstate-dry-run"), "tag_blocked");
+    drop(res);
+
+    let app = app!(Gate::new(ws.clone(), tagger()).dry_run_header(false), calls);
+    let res = test::call_service(&app, req("free").to_request()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(!res.headers().contains_key("x-waitstate-dry-run"));
+    drop(res);
+    assert_eq!(ws.counters("free").unwrap().would_reject, 2);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(ws.in_flight(), 0);
+}
+
+#[actix_web::test]
+async fn exempt_requests_pass_ungated_and_uncounted() {
+    tokio::time::pause();
+    let ws = ws();
+    set(&ws, |p| p.kill_signal = true);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let app = app!(Gate::new(ws.clone(), tagger()), calls);
+    let res = test::call_service(&app, req("free").uri("/healthz").to_request()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(body_string(res).await, "exempt", "no Admission for exempt");
+    let res = test::call_service(&app, req("free").to_request()).await;
+    assert_eq!(
+        res.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "the rest is killed"
+    );
+    let c = ws.counters("free").unwrap();
+    assert_eq!((c.admitted, c.completed, c.rejected_total()), (0, 0, 1));
+}
+
+#[actix_web::test]
+async fn bad_input_gets_a_defined_answer_and_never_reaches_the_handler_when_rejected() {
+    tokio::time::pause();
+    let ws = ws();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let app = app!(Gate::new(ws.clone(), tagger()), calls);
+
+    // A tag that is not UTF-8: the fallback tag.
+    let res = test::call_service(
+        &app,
+        TestRequest::get()
+            .insert_header((
+                "x-waitstate-tag",
+                HeaderValue::from_bytes(b"\xff\xfe").unwrap(),
+            ))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(body_string(res).await, waitstate_core::DEFAULT_TAG);
+
+    // A 64 KB tag: counted under the overflow tag, never stored.
+    let long = "a".repeat(64 * 1024);
+    let res = test::call_service(&app, req(&long).to_request()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(body_string(res).await, OVERFLOW_TAG);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+
+    for bad in ["NaN", "-1", "1e309", "garbage", ""] {
+        let res = test::call_service(
+            &app,
+            req("pro").insert_header(("x-weight", bad)).to_request(),
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS, "{bad:?}");
+        let reason = res
+            .response()
+            .extensions()
+            .get::<Rejection>()
+            .map(Rejection::reason);
+        assert_eq!(reason, Some(Reason::OverWeight), "{bad:?}");
+        assert_json(&body_string(res).await, "over_weight", "pro", 1);
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "no bad weight reached the handler"
+    );
+    assert_eq!(ws.in_flight(), 0);
+}
+
+#[actix_web::test]
+async fn five_hundreds_count_as_errors_four_hundreds_do_not() {
+    tokio::time::pause();
+    let ws = ws();
+    let app = test::init_service(
+        App::new()
+            .wrap(Gate::new(ws.clone(), tagger()))
+            .route(
+                "/500",
+                web::get().to(|| async { HttpResponse::InternalServerError().finish() }),
+            )
+            .route(
+                "/404",
+                web::get().to(|| async { HttpResponse::NotFound().finish() }),
+            )
+            .route(
+                "/err",
+                web::get().to(|| async {
+                    Err::<HttpResponse, _>(actix_web::error::ErrorBadGateway("upstream"))
+                }),
+            ),
+    )
+    .await;
+    for path in ["/500", "/404", "/err"] {
+        let res = test::call_service(&app, req("pro").uri(path).to_request()).await;
+        drop(test::read_body(res).await);
+    }
+    let c = ws.counters("pro").unwrap();
+    assert_eq!((c.completed, c.errors), (3, 2));
+    assert_eq!(ws.in_flight(), 0);
+}
+
+#[actix_web::test]
+async fn grpc_requests_get_a_grpc_status() {
+    tokio::time::pause();
+    let ws = ws();
+    set(&ws, |p| {
+        p.tag_max_weights.insert("free".into(), 0.0);
+        p.tag_rate_limits.insert("pro".into(), 0.5);
+    });
+    let calls = Arc::new(AtomicUsize::new(0));
+    let app = app!(Gate::new(ws.clone(), tagger()), calls);
+    let grpc = |tag: &str| {
+        req(tag)
+            .insert_header(("content-type", "application/grpc+proto"))
+            .to_request()
+    };
+    let res = test::call_service(&app, grpc("free")).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(h(&res, "grpc-status"), "14", "overload: UNAVAILABLE");
+    assert_eq!(h(&res, "content-type"), "application/grpc");
+    assert!(res.headers().contains_key("grpc-message"));
+    assert_eq!(h(&res, "grpc-retry-pushback-ms"), "1000");
+    assert!(test::read_body(res).await.is_empty());
+
+    let res = test::call_service(&app, grpc("pro")).await;
+    assert_eq!(
+        res.status(),
+        StatusCode::OK,
+        "the first pro fits the budget"
+    );
+    let res = test::call_service(&app, grpc("pro")).await;
+    assert_eq!(h(&res, "grpc-status"), "8", "quota: RESOURCE_EXHAUSTED");
+}
+
+#[actix_web::test]
+async fn kill_signal_can_answer_503() {
+    tokio::time::pause();
+    let ws = ws();
+    set(&ws, |p| p.kill_signal = true);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let gate = Gate::new(ws.clone(), tagger()).with_rejection(
+        DefaultRejection::default().kill_signal_status(StatusCode::SERVICE_UNAVAILABLE),
+    );
+    let app = app!(gate, calls);
+    let res = test::call_service(&app, req("enterprise").to_request()).await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(res.headers().contains_key("retry-after"));
+    assert_json(&body_string(res).await, "kill_signal", "enterprise", 1);
+}
+
+#[actix_web::test]
+async fn closures_replace_the_rejection_classifier_and_tagger() {
+    tokio::time::pause();
+    let ws = ws();
+    set(&ws, |p| {
+        p.tag_max_weights.insert("free".into(), 0.0);
+    });
+    let by_path = |r: &dyn waitstate_actix::RequestView| {
+        if r.path().starts_with("/free") {
+            Tagging::new("free")
+        } else {
+            Tagging::new("pro")
+        }
+    };
+    let gate = Gate::new(ws.clone(), by_path)
+        .with_rejection(|ctx: &RejectionContext<'_>| {
+            HttpResponse::ServiceUnavailable().body(format!(
+                "{} at {}",
+                ctx.rejection.reason(),
+                ctx.request.path()
+            ))
+        })
+        .with_classifier(|s: StatusCode, _: &actix_web::http::header::HeaderMap| {
+            s == StatusCode::NOT_FOUND
+        });
+    let app = test::init_service(
+        App::new()
+            .wrap(gate)
+            .route(
+                "/free",
+                web::get().to(|| async { HttpResponse::Ok().finish() }),
+            )
+            .route(
+                "/missing",
+                web::get().to(|| async { HttpResponse::NotFound().finish() }),
+            ),
+    )
+    .await;
+    let res = test::call_service(&app, TestRequest::get().uri("/free").to_request()).await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(res.response().extensions().get::<Rejection>().is_some());
+    assert_eq!(body_string(res).await, "tag_blocked at /free");
+    let res = test::call_service(&app, TestRequest::get().uri("/missing").to_request()).await;
+    drop(test::read_body(res).await);
+    assert_eq!(
+        ws.counters("pro").unwrap().errors,
+        1,
+        "404 is an error here"
+    );
+}
+
+#[actix_web::test]
+async fn route_aware_tagger_sees_the_matched_pattern() {
+    tokio::time::pause();
+    let ws = ws();
+    set(&ws, |p| {
+        p.tag_max_weights.insert("pro".into(), 5.0);
+    });
+    let tagger = PathTagger::new("free")
+        .route("/users/{id}", "pro", 2.0)
+        .route("POST /search", "pro", 100.0);
+    let app = test::init_service(
+        App::new()
+            .wrap(Gate::new(ws.clone(), tagger))
+            .service(web::scope("/users").route("/{id}", web::get().to(echo_tag)))
+            .route("/search", web::post().to(echo_tag)),
+    )
+    .await;
+    let res = test::call_service(&app, TestRequest::get().uri("/users/42").to_request()).await;
+    assert_eq!(body_string(res).await, "pro", "matched /users/{{id}}");
+    let res = test::call_service(&app, TestRequest::post().uri("/search").to_request()).await;
+    assert_eq!(
+        res.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "weight 100 > 5"
+    );
+    let res = test::call_service(&app, TestRequest::get().uri("/nowhere").to_request()).await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    drop(res);
+    assert_eq!(ws.counters("free").unwrap().completed, 1, "fallback tag");
+}
