@@ -66,11 +66,6 @@ mod runtime;
 pub mod tagger;
 mod tags;
 
-/// The README's Rust snippets compile (run by `cargo test --doc`).
-#[cfg(all(doctest, feature = "runtime"))]
-#[doc = include_str!("../../README.md")]
-struct ReadmeDoctests;
-
 pub use config::{Config, ControlPlane, RuleConfig, SafeMode};
 pub use decision::{Decision, Quota, Reason, Rejection};
 pub use engine::{Demand, Engine, ReportError, Ticket};
