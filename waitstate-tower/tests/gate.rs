@@ -516,3 +516,40 @@ type Inner = tower::util::BoxCloneSyncService<Request<Body>, Response<Body>, Inf
 static_assertions::assert_impl_all!(GateLayer<HeaderTagger>: Send, Sync, Clone);
 static_assertions::assert_impl_all!(GateLayer<PathTagger>: Send, Sync, Clone);
 static_assertions::assert_impl_all!(GateService<Inner, HeaderTagger, DefaultRejection, waitstate_tower::DefaultClassifier>: Send, Sync, Clone);
+
+#[tokio::test(start_paused = true)]
+async fn cohort_keys_reach_the_engine_so_throttling_is_consistent_per_user() {
+    let ws = ws();
+    set(&ws, |p| {
+        p.tag_throttles.insert("pro".into(), 50.0);
+    });
+    let svc = GateLayer::new(ws.clone(), HeaderTagger::new().cohort_header("x-api-key")).layer(
+        service_fn(|_r: Request<Body>| async {
+            Ok::<_, Infallible>(Response::new(Body::default()))
+        }),
+    );
+    let mut verdicts = Vec::new();
+    for round in 0..3 {
+        let mut this_round = Vec::new();
+        for user in 0..40 {
+            let r = Request::get("/")
+                .header("x-waitstate-tag", "pro")
+                .header("x-api-key", format!("key-{user}"))
+                .body(Body::default())
+                .unwrap();
+            this_round.push(svc.clone().oneshot(r).await.unwrap().status() == StatusCode::OK);
+        }
+        if round > 0 {
+            assert_eq!(
+                this_round, verdicts,
+                "the same users are turned away each time"
+            );
+        }
+        verdicts = this_round;
+    }
+    let admitted = verdicts.iter().filter(|ok| **ok).count();
+    assert!(
+        (10..=30).contains(&admitted),
+        "about half the users: {admitted}"
+    );
+}
