@@ -2,8 +2,8 @@ use waitstate_core::tagger::RequestView;
 
 /// The matched route pattern of a request (`/users/{id}`), for route-aware taggers.
 ///
-/// A router that has matched the request puts it in the request's extensions;
-/// `waitstate-axum` does it from axum's `MatchedPath`.
+/// A router that has matched the request puts it in the request's extensions. With the
+/// `axum` feature (on in `waitstate-axum`), axum's `MatchedPath` is read too.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MatchedRoute(pub std::sync::Arc<str>);
 
@@ -24,7 +24,15 @@ impl<B> RequestView for HttpView<'_, B> {
     }
 
     fn route(&self) -> Option<&str> {
-        self.0.extensions().get::<MatchedRoute>().map(|r| &*r.0)
+        let ext = self.0.extensions();
+        if let Some(r) = ext.get::<MatchedRoute>() {
+            return Some(&r.0);
+        }
+        #[cfg(feature = "axum")]
+        if let Some(p) = ext.get::<axum::extract::MatchedPath>() {
+            return Some(p.as_str());
+        }
+        None
     }
 }
 
