@@ -15,6 +15,14 @@ pub struct RejectionContext<'a> {
     pub grpc: bool,
 }
 
+impl<'a> RejectionContext<'a> {
+    /// The context of a rejection, for calling a [`MakeRejection`] outside the gate (an
+    /// adapter's `IntoResponse`, a handler that admits a second operation itself).
+    pub fn new(rejection: &'a Rejection, grpc: bool) -> Self {
+        Self { rejection, grpc }
+    }
+}
+
 /// Builds the response for a rejected request.
 ///
 /// Closures `Fn(&RejectionContext<'_>) -> Response<Bytes>` are builders too. Whatever the
