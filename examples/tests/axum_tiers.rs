@@ -1,0 +1,93 @@
+//! The axum-tiers example answered over a real socket: a blocked tier gets 429 +
+//! Retry-After + JSON, an important one passes, and `POST /search` weighs 100.
+
+#[path = "../axum-tiers.rs"]
+#[allow(dead_code)]
+mod example;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use waitstate_core::Policy;
+
+/// One HTTP/1.1 request over raw TCP; the whole response, lower-cased.
+async fn send(addr: std::net::SocketAddr, method: &str, path: &str, tag: &str) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: x\r\nx-waitstate-tag: {tag}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out.to_ascii_lowercase()
+}
+
+#[track_caller]
+fn assert_status(res: &str, status: u16) {
+    assert!(res.starts_with(&format!("http/1.1 {status} ")), "{res}");
+}
+
+#[tokio::test]
+async fn blocked_tier_gets_429_with_retry_after_and_json() {
+    let ws = example::waitstate().expect("axum-tiers.toml is valid");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(axum::serve(listener, example::app(ws.clone())).into_future());
+
+    assert_status(&send(addr, "GET", "/", "free").await, 200);
+    let whoami = send(addr, "GET", "/whoami", "pro").await;
+    assert!(
+        whoami.ends_with("tag pro (priority 50), weight 1\n"),
+        "{whoami}"
+    );
+
+    // Block `free`, as the first rule (or a control plane) would.
+    let mut policy = Policy::default();
+    policy.tag_max_weights.insert("free".into(), 0.0);
+    ws.engine().set_remote_policy(Some(policy)).unwrap();
+
+    let res = send(addr, "GET", "/", "free").await;
+    assert_status(&res, 429);
+    assert!(res.contains("\r\nretry-after: 1\r\n"), "{res}");
+    assert!(
+        res.contains("\r\ncontent-type: application/json\r\n"),
+        "{res}"
+    );
+    assert!(
+        res.ends_with(
+            r#"{"error":"rate_limited","reason":"tag_blocked","retryafter":1,"tag":"free"}"#
+        ),
+        "{res}"
+    );
+    assert_status(&send(addr, "GET", "/nope", "free").await, 429);
+    assert_status(&send(addr, "GET", "/", "enterprise").await, 200);
+    assert_status(&send(addr, "GET", "/healthz", "free").await, 200);
+    assert_eq!(ws.in_flight(), 0);
+    server.abort();
+}
+
+#[tokio::test]
+async fn search_weighs_100_by_its_route() {
+    let ws = example::waitstate().expect("axum-tiers.toml is valid");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(axum::serve(listener, example::app(ws.clone())).into_future());
+
+    let mut policy = Policy::default();
+    policy.global_max_weight = 50.0;
+    ws.engine().set_remote_policy(Some(policy)).unwrap();
+
+    let res = send(addr, "POST", "/search", "enterprise").await;
+    assert_status(&res, 429);
+    assert!(res.contains(r#""reason":"over_weight""#), "{res}");
+    assert_status(&send(addr, "GET", "/", "enterprise").await, 200);
+    // The handler-level gate of `/export` (weight 50) answers the same way.
+    let res = send(addr, "POST", "/export", "enterprise").await;
+    assert_status(&res, 200);
+    policy = Policy::default();
+    policy.global_max_weight = 10.0;
+    ws.engine().set_remote_policy(Some(policy)).unwrap();
+    let res = send(addr, "POST", "/export", "enterprise").await;
+    assert_status(&res, 429);
+    assert!(res.contains(r#""tag":"exports""#), "{res}");
+    server.abort();
+}
