@@ -5,12 +5,15 @@
 #[allow(dead_code)]
 mod example;
 
+use std::net::SocketAddr;
+
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use waitstate_core::Policy;
+use tokio::task::JoinHandle;
+use waitstate_core::{Policy, WaitState};
 
 /// One HTTP/1.1 request over raw TCP; the whole response, lower-cased.
-async fn send(addr: std::net::SocketAddr, method: &str, path: &str, tag: &str) -> String {
+async fn send(addr: SocketAddr, method: &str, path: &str, tag: &str) -> String {
     let mut s = TcpStream::connect(addr).await.unwrap();
     let req = format!(
         "{method} {path} HTTP/1.1\r\nhost: x\r\nx-waitstate-tag: {tag}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
@@ -21,6 +24,15 @@ async fn send(addr: std::net::SocketAddr, method: &str, path: &str, tag: &str) -
     out.to_ascii_lowercase()
 }
 
+/// The example's engine and app, served on 127.0.0.1 (a free port) until aborted.
+async fn start() -> (WaitState, SocketAddr, JoinHandle<std::io::Result<()>>) {
+    let ws = example::waitstate().expect("axum-tiers.toml is valid");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(axum::serve(listener, example::app(ws.clone())).into_future());
+    (ws, addr, server)
+}
+
 #[track_caller]
 fn assert_status(res: &str, status: u16) {
     assert!(res.starts_with(&format!("http/1.1 {status} ")), "{res}");
@@ -28,10 +40,7 @@ fn assert_status(res: &str, status: u16) {
 
 #[tokio::test]
 async fn blocked_tier_gets_429_with_retry_after_and_json() {
-    let ws = example::waitstate().expect("axum-tiers.toml is valid");
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(axum::serve(listener, example::app(ws.clone())).into_future());
+    let (ws, addr, server) = start().await;
 
     assert_status(&send(addr, "GET", "/", "free").await, 200);
     let whoami = send(addr, "GET", "/whoami", "pro").await;
@@ -67,10 +76,7 @@ async fn blocked_tier_gets_429_with_retry_after_and_json() {
 
 #[tokio::test]
 async fn search_weighs_100_by_its_route() {
-    let ws = example::waitstate().expect("axum-tiers.toml is valid");
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(axum::serve(listener, example::app(ws.clone())).into_future());
+    let (ws, addr, server) = start().await;
 
     let mut policy = Policy::default();
     policy.global_max_weight = 50.0;
