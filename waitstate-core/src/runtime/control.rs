@@ -481,28 +481,7 @@ impl Client {
             .into_iter()
             .map(|(t, c)| (t.as_str().to_owned(), c))
             .collect();
-        // Carry at most `carried_windows` windows: the oldest are dropped.
-        while self.cuts.len() >= self.config().carried_windows {
-            let Some(oldest) = self.cuts.pop_front() else {
-                break;
-            };
-            let lost: u64 = oldest
-                .iter()
-                .map(|(t, c)| {
-                    c.since(self.acked.get(t).unwrap_or(&TagCounters::default()))
-                        .offered()
-                })
-                .sum();
-            warn!(
-                requests = lost,
-                "WaitState control plane unreachable for too long: dropping the oldest telemetry window"
-            );
-            self.acked = oldest;
-            self.shared.update(|s| {
-                s.windows_dropped += 1;
-                s.requests_dropped += lost;
-            });
-        }
+        self.trim_windows();
         let custom = std::mem::take(&mut *lock(&self.shared.custom));
         let windows = u32::try_from(self.cuts.len() + 1).unwrap_or(u32::MAX);
         let body = self.body(&current, &custom, windows);
@@ -544,6 +523,31 @@ impl Client {
         }
     }
 
+    /// Carry at most `carried_windows` windows: the oldest are dropped (and counted).
+    fn trim_windows(&mut self) {
+        while self.cuts.len() >= self.config().carried_windows {
+            let Some(oldest) = self.cuts.pop_front() else {
+                break;
+            };
+            let lost: u64 = oldest
+                .iter()
+                .map(|(t, c)| {
+                    c.since(self.acked.get(t).unwrap_or(&TagCounters::default()))
+                        .offered()
+                })
+                .sum();
+            warn!(
+                requests = lost,
+                "WaitState control plane unreachable for too long: dropping the oldest telemetry window"
+            );
+            self.acked = oldest;
+            self.shared.update(|s| {
+                s.windows_dropped += 1;
+                s.requests_dropped += lost;
+            });
+        }
+    }
+
     /// Keep what was not sent. A failure at least (about) a pulse interval after the open
     /// window started closes that window; retries within one do not add windows.
     fn pulse_failed(
@@ -555,6 +559,7 @@ impl Client {
         if now.saturating_duration_since(self.window_start) >= self.pulse_every.mul_f64(0.9) {
             self.cuts.push_back(current);
             self.window_start = now;
+            self.trim_windows();
         }
         let mut map = lock(&self.shared.custom);
         for (k, agg) in custom {
