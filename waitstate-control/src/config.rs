@@ -571,6 +571,14 @@ rule = "when p95_latency > 500ms then block free"
     }
 
     #[test]
+    fn the_example_file_reads() {
+        let c = ControlConfig::from_toml_str(include_str!("../waitstate-control.example.toml"))
+            .unwrap();
+        assert_eq!(c.engine.rules.len(), 3);
+        assert_eq!(c.server.listen, "0.0.0.0:7700");
+    }
+
+    #[test]
     fn blanking_keeps_lines() {
         let b = blank_control_sections(GOOD);
         assert_eq!(b.lines().count(), GOOD.lines().count());

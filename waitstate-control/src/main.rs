@@ -25,6 +25,24 @@ fn config_path() -> Result<String, String> {
     path.ok_or_else(|| USAGE.to_owned())
 }
 
+/// Ctrl-C, or SIGTERM on Unix (what `kill` and container runtimes send).
+async fn stopped() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    if let Err(e) = tokio::signal::ctrl_c().await {
+        eprintln!("waitstate-control: cannot wait for Ctrl-C: {e}");
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -53,9 +71,7 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Err(e) = tokio::signal::ctrl_c().await {
-        eprintln!("waitstate-control: cannot wait for Ctrl-C: {e}");
-    }
+    stopped().await;
     tracing::info!("shutting down");
     match server.shutdown().await {
         Ok(()) => ExitCode::SUCCESS,

@@ -515,7 +515,15 @@ impl ControlServer {
                 ticking.tick();
             }
         });
-        info!(%addr, keys = state.config().keys.len(), rules = state.config().engine.rules.len(), "waitstate-control listening");
+        let config = state.config();
+        if config.engine.window < config.server.pulse_interval * 2 {
+            warn!(
+                window = ?config.engine.window,
+                pulse_interval = ?config.server.pulse_interval,
+                "the fleet window is shorter than two pulse intervals: fleet metrics will be jumpy (set `window` higher)"
+            );
+        }
+        info!(%addr, keys = config.keys.len(), rules = config.engine.rules.len(), "waitstate-control listening");
         Self {
             addr,
             state,
