@@ -17,6 +17,8 @@ use crate::config::ServerConfig;
 
 /// Most tag entries one pulse may carry.
 const MAX_TAG_METRICS: usize = 1024;
+/// Most pulses remembered per instance for its recent demand.
+const MAX_DEMAND_SAMPLES: usize = 1024;
 /// Most custom metrics per tag in one pulse.
 const MAX_CUSTOM_PER_TAG: usize = 64;
 
@@ -305,6 +307,10 @@ impl Fleets {
             .front()
             .is_some_and(|(at, _)| now.saturating_duration_since(*at) > server.demand_window)
         {
+            inst.demand.pop_front();
+        }
+        // An instance pulsing abnormally fast cannot grow its history without bound.
+        while inst.demand.len() > MAX_DEMAND_SAMPLES {
             inst.demand.pop_front();
         }
         shard.pulses += 1;
