@@ -465,8 +465,12 @@ impl Config {
     }
 }
 
-/// Parse `500ms`, `5s`, `2m`, `1h` (a whole or decimal number and a unit).
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+/// Parse a duration as the configuration file writes it: `500ms`, `5s`, `2m`, `1h` (a whole
+/// or decimal number and a unit).
+///
+/// # Errors
+/// A message naming the text when it is not such a duration.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))

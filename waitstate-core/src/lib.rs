@@ -66,7 +66,7 @@ mod runtime;
 pub mod tagger;
 mod tags;
 
-pub use config::{Config, ControlPlane, RuleConfig, SafeMode};
+pub use config::{Config, ControlPlane, RuleConfig, SafeMode, parse_duration};
 pub use decision::{Decision, Quota, Reason, Rejection};
 pub use engine::{Demand, Engine, ReportError, Ticket};
 pub use error::ConfigError;
