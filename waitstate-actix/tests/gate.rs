@@ -24,6 +24,10 @@ use waitstate_actix::{
 };
 use waitstate_core::{OVERFLOW_TAG, Policy};
 
+// A Gate moves into `HttpServer::new`'s factory, which every worker thread calls.
+static_assertions::assert_impl_all!(Gate<HeaderTagger>: Send, Sync, Clone, std::fmt::Debug);
+static_assertions::assert_impl_all!(Gate<PathTagger, DefaultRejection>: Send, Sync, Clone);
+
 fn ws() -> WaitState {
     WaitState::builder()
         .tag("enterprise", 100)
