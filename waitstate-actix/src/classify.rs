@@ -2,6 +2,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderMap};
+use waitstate_core::adapter;
 
 /// Classifies a response as success or error, for the rules' `error_rate`.
 ///
@@ -36,12 +37,11 @@ impl Classify for DefaultClassifier {
         }
         let grpc = headers
             .get(header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+            .is_some_and(|v| adapter::is_grpc_content_type(v.as_bytes()));
         grpc && headers
             .get("grpc-status")
-            .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
-            .and_then(|s| s.trim().parse::<u32>().ok())
-            .is_some_and(|code| matches!(code, 2 | 4 | 13 | 14 | 15))
+            .and_then(|v| adapter::grpc_status_is_error(v.as_bytes()))
+            .unwrap_or(false)
     }
 }
 

@@ -14,8 +14,7 @@ use waitstate_core::{Permit, Reason};
 use crate::body::ResponseBody;
 use crate::classify::Classify;
 
-/// The header that marks, in dry run, a response that would have been rejected.
-pub const DRY_RUN_HEADER: &str = "x-waitstate-dry-run";
+pub use waitstate_core::adapter::DRY_RUN_HEADER;
 
 pin_project! {
     /// Response future of the [`Gate`](crate::Gate) middleware. Dropping it before it is

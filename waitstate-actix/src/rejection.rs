@@ -2,9 +2,10 @@
 //! for gRPC. Replaceable with [`Gate::with_rejection`](crate::Gate::with_rejection).
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse};
-use waitstate_core::{Reason, Rejection};
+use waitstate_core::Rejection;
+use waitstate_core::adapter;
 
 /// What a rejection builder knows of the rejected request.
 #[derive(Clone, Copy, Debug)]
@@ -80,66 +81,31 @@ impl DefaultRejection {
     }
 }
 
-/// Inserts a header whose value was computed; a value that is not a valid header (which
-/// the core's renderings never produce) is left out rather than failing the response.
-fn put(res: &mut HttpResponse, name: HeaderName, value: impl TryInto<HeaderValue>) {
-    if let Ok(v) = value.try_into() {
-        res.headers_mut().insert(name, v);
-    }
-}
-
 impl MakeRejection for DefaultRejection {
     fn make_rejection(&self, ctx: &RejectionContext<'_>) -> HttpResponse {
-        let r = ctx.rejection;
-        if ctx.grpc {
-            return grpc_response(r);
-        }
-        let status = match r.reason() {
-            Reason::KillSignal => self.kill_signal_status,
-            _ => StatusCode::TOO_MANY_REQUESTS,
-        };
-        let mut res = HttpResponse::build(status).body(r.deny_body());
-        put(
-            &mut res,
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        put(&mut res, header::RETRY_AFTER, r.retry_after_secs());
-        if let Some((policy, state)) = r.rate_limit_fields() {
-            put(
-                &mut res,
-                HeaderName::from_static("ratelimit-policy"),
-                policy,
-            );
-            put(&mut res, HeaderName::from_static("ratelimit"), state);
-        }
-        res
+        to_response(adapter::render(
+            ctx.rejection,
+            ctx.grpc,
+            self.kill_signal_status.as_u16(),
+        ))
     }
 }
 
 /// A gRPC trailers-only response for a rejection (HTTP 200, `grpc-status`, `grpc-message`,
 /// `grpc-retry-pushback-ms`), as tonic's `Status::into_http` builds one.
 pub fn grpc_response(r: &Rejection) -> HttpResponse {
-    let mut res = HttpResponse::Ok().finish();
-    put(
-        &mut res,
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/grpc"),
-    );
-    put(
-        &mut res,
-        HeaderName::from_static("grpc-status"),
-        u16::from(r.grpc_code()),
-    );
-    put(
-        &mut res,
-        HeaderName::from_static("grpc-message"),
-        r.grpc_message(),
-    );
-    put(
-        &mut res,
-        HeaderName::from_static("grpc-retry-pushback-ms"),
-        r.retry_after_ms(),
-    );
+    to_response(adapter::render(r, true, 429))
+}
+
+fn to_response(rendered: adapter::Rendered) -> HttpResponse {
+    let status = StatusCode::from_u16(rendered.status).unwrap_or(StatusCode::TOO_MANY_REQUESTS);
+    let mut res = HttpResponse::build(status).body(rendered.body);
+    for (name, value) in rendered.headers {
+        // The core's renderings are always valid header values; one that were not would be
+        // left out rather than fail the response.
+        if let Ok(v) = HeaderValue::try_from(value) {
+            res.headers_mut().insert(HeaderName::from_static(name), v);
+        }
+    }
     res
 }

@@ -6,7 +6,8 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
 use actix_web::{Error, HttpMessage};
 use waitstate_core::WaitState;
-use waitstate_core::tagger::{Admission, Tagger};
+use waitstate_core::adapter::{self, Verdict};
+use waitstate_core::tagger::Tagger;
 
 use crate::body::ResponseBody;
 use crate::classify::Classify;
@@ -48,13 +49,6 @@ impl<S, T, R, C> fmt::Debug for GateMiddleware<S, T, R, C> {
     }
 }
 
-/// What the engine said, with the borrow of the request over.
-enum Verdict {
-    Exempt,
-    Admitted(waitstate_core::Permit, f64),
-    Rejected(waitstate_core::Rejection),
-}
-
 impl<S, B, T, R, C> Service<ServiceRequest> for GateMiddleware<S, T, R, C>
 where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
@@ -74,27 +68,12 @@ where
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let shared = &*self.shared;
-        let verdict = {
-            let view = ActixView::new(&req);
-            let tagging = shared.tagger.tag(&view);
-            if tagging.exempt {
-                Verdict::Exempt
-            } else {
-                match shared.ws.admit_demand(&tagging.demand()) {
-                    Ok(permit) => Verdict::Admitted(permit, tagging.weight),
-                    Err(rejection) => Verdict::Rejected(rejection),
-                }
-            }
-        };
+        let verdict = adapter::gate(&shared.ws, &shared.tagger, &ActixView::new(&req));
         match verdict {
             Verdict::Exempt => ResponseFuture::exempt(self.service.call(req)),
-            Verdict::Admitted(permit, weight) => {
-                let would_reject = permit.would_reject();
-                if let Some(tag) = permit.tag() {
-                    req.extensions_mut()
-                        .insert(Admission::new(tag, weight, would_reject));
-                }
-                let dry = would_reject.filter(|_| shared.dry_run_header);
+            Verdict::Admitted { permit, admission } => {
+                let dry = admission.would_reject.filter(|_| shared.dry_run_header);
+                req.extensions_mut().insert(admission);
                 ResponseFuture::allowed(
                     self.service.call(req),
                     permit,

@@ -46,5 +46,5 @@ impl RequestView for ActixView<'_> {
 pub(crate) fn is_grpc(req: &ServiceRequest) -> bool {
     req.headers()
         .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+        .is_some_and(|v| waitstate_core::adapter::is_grpc_content_type(v.as_bytes()))
 }

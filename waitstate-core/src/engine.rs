@@ -804,9 +804,17 @@ impl Ticket {
 
     /// End the request: record its latency and whether it failed, release the slot.
     pub fn finish(mut self, latency: Duration, error: bool) {
-        self.slot
-            .record_completion(latency.as_micros().min(u128::from(u64::MAX)) as u64, error);
-        self.release();
+        self.finish_in_place(latency, error);
+    }
+
+    /// [`Ticket::finish`] without consuming the ticket (for a guard's `Drop`): records and
+    /// releases once; later calls, and the drop, do nothing.
+    pub(crate) fn finish_in_place(&mut self, latency: Duration, error: bool) {
+        if !self.done {
+            self.slot
+                .record_completion(latency.as_micros().min(u128::from(u64::MAX)) as u64, error);
+            self.release();
+        }
     }
 
     fn release(&mut self) {

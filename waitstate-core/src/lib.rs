@@ -52,6 +52,7 @@
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod adapter;
 mod config;
 mod decision;
 mod engine;

@@ -1,6 +1,7 @@
 //! Whether a response counts as an error for the rules' `error_rate`.
 
 use http::{HeaderMap, StatusCode};
+use waitstate_core::adapter;
 
 /// What the classifier can tell from the response head.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,7 +55,7 @@ impl Classify for DefaultClassifier {
         }
         let grpc = headers
             .get(http::header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+            .is_some_and(|v| adapter::is_grpc_content_type(v.as_bytes()));
         if !grpc {
             return Outcome::Success;
         }
@@ -68,13 +69,7 @@ impl Classify for DefaultClassifier {
 
 /// `Some(is_error)` when a `grpc-status` is present.
 fn grpc_error(headers: &HeaderMap) -> Option<bool> {
-    let code: u32 = std::str::from_utf8(headers.get("grpc-status")?.as_bytes())
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    // 2 UNKNOWN, 4 DEADLINE_EXCEEDED, 13 INTERNAL, 14 UNAVAILABLE, 15 DATA_LOSS.
-    Some(matches!(code, 2 | 4 | 13 | 14 | 15))
+    adapter::grpc_status_is_error(headers.get("grpc-status")?.as_bytes())
 }
 
 #[cfg(test)]

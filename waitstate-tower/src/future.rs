@@ -12,8 +12,7 @@ use waitstate_core::{Permit, Reason};
 use crate::body::{Guard, ResponseBody};
 use crate::classify::{Classify, Outcome};
 
-/// The header that marks, in dry run, a response that would have been rejected.
-pub const DRY_RUN_HEADER: &str = "x-waitstate-dry-run";
+pub use waitstate_core::adapter::DRY_RUN_HEADER;
 
 pin_project! {
     /// Response future of [`GateService`](crate::GateService). Dropping it before it is

@@ -2,8 +2,9 @@
 //! for gRPC. Replaceable with [`GateLayer::with_rejection`](crate::GateLayer::with_rejection).
 
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
-use waitstate_core::{Reason, Rejection};
+use http::{HeaderValue, Response, StatusCode};
+use waitstate_core::Rejection;
+use waitstate_core::adapter;
 
 /// What a rejection builder knows of the rejected request.
 #[derive(Clone, Copy, Debug)]
@@ -75,50 +76,30 @@ impl DefaultRejection {
 
 impl MakeRejection for DefaultRejection {
     fn make_rejection(&self, ctx: &RejectionContext<'_>) -> Response<Bytes> {
-        let r = ctx.rejection;
-        if ctx.grpc {
-            return grpc_response(r);
-        }
-        let status = if r.reason() == Reason::KillSignal {
-            self.kill_signal_status
-        } else {
-            StatusCode::TOO_MANY_REQUESTS
-        };
-        let mut res = Response::new(Bytes::from(r.deny_body()));
-        *res.status_mut() = status;
-        let h = res.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        h.insert(header::RETRY_AFTER, HeaderValue::from(r.retry_after_secs()));
-        if let Some((policy, state)) = r.rate_limit_fields() {
-            if let Ok(v) = HeaderValue::try_from(policy) {
-                h.insert("ratelimit-policy", v);
-            }
-            if let Ok(v) = HeaderValue::try_from(state) {
-                h.insert("ratelimit", v);
-            }
-        }
-        res
+        to_response(adapter::render(
+            ctx.rejection,
+            ctx.grpc,
+            self.kill_signal_status.as_u16(),
+        ))
     }
 }
 
 /// A gRPC trailers-only response for a rejection, as tonic's `Status::into_http` builds one.
 pub fn grpc_response(r: &Rejection) -> Response<Bytes> {
-    let mut res = Response::new(Bytes::new());
+    to_response(adapter::render(r, true, 429))
+}
+
+fn to_response(rendered: adapter::Rendered) -> Response<Bytes> {
+    let mut res = Response::new(Bytes::from(rendered.body));
+    *res.status_mut() =
+        StatusCode::from_u16(rendered.status).unwrap_or(StatusCode::TOO_MANY_REQUESTS);
     let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/grpc"),
-    );
-    h.insert("grpc-status", HeaderValue::from(u16::from(r.grpc_code())));
-    if let Ok(v) = HeaderValue::try_from(r.grpc_message()) {
-        h.insert("grpc-message", v);
+    for (name, value) in rendered.headers {
+        // The core's renderings are always valid header values; one that were not would be
+        // left out rather than fail the response.
+        if let Ok(v) = HeaderValue::try_from(value) {
+            h.insert(name, v);
+        }
     }
-    h.insert(
-        "grpc-retry-pushback-ms",
-        HeaderValue::from(r.retry_after_ms()),
-    );
     res
 }

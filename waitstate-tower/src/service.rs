@@ -6,7 +6,8 @@ use bytes::Bytes;
 use http::{Request, Response};
 use tower_service::Service;
 use waitstate_core::WaitState;
-use waitstate_core::tagger::{Admission, Tagger};
+use waitstate_core::adapter::{self, Verdict};
+use waitstate_core::tagger::Tagger;
 
 use crate::body::ResponseBody;
 use crate::classify::Classify;
@@ -82,20 +83,11 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let shared = &*self.shared;
-        let view = HttpView(&req);
-        let tagging = shared.tagger.tag(&view);
-        if tagging.exempt {
-            return ResponseFuture::exempt(self.inner.call(req));
-        }
-        let weight = tagging.weight;
-        match shared.ws.admit_demand(&tagging.demand()) {
-            Ok(permit) => {
-                let would_reject = permit.would_reject();
-                if let Some(tag) = permit.tag() {
-                    req.extensions_mut()
-                        .insert(Admission::new(tag, weight, would_reject));
-                }
-                let dry = would_reject.filter(|_| shared.dry_run_header);
+        match adapter::gate(&shared.ws, &shared.tagger, &HttpView(&req)) {
+            Verdict::Exempt => ResponseFuture::exempt(self.inner.call(req)),
+            Verdict::Admitted { permit, admission } => {
+                let dry = admission.would_reject.filter(|_| shared.dry_run_header);
+                req.extensions_mut().insert(admission);
                 ResponseFuture::allowed(
                     self.inner.call(req),
                     permit,
@@ -103,11 +95,8 @@ where
                     dry,
                 )
             }
-            Err(rejection) => {
-                let ctx = RejectionContext {
-                    rejection: &rejection,
-                    grpc: is_grpc(&req),
-                };
+            Verdict::Rejected(rejection) => {
+                let ctx = RejectionContext::new(&rejection, is_grpc(&req));
                 let mut res = shared.rejection.make_rejection(&ctx);
                 res.extensions_mut().insert(rejection);
                 ResponseFuture::rejected(res)

@@ -40,5 +40,5 @@ impl<B> RequestView for HttpView<'_, B> {
 pub(crate) fn is_grpc<B>(req: &http::Request<B>) -> bool {
     req.headers()
         .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+        .is_some_and(|v| waitstate_core::adapter::is_grpc_content_type(v.as_bytes()))
 }

@@ -15,7 +15,7 @@ use crate::tags::Tag;
 /// default outcome is success.
 #[must_use = "dropping the permit ends the request at once"]
 pub struct Permit {
-    ticket: Option<Ticket>,
+    ticket: Ticket,
     start: Instant,
     error: bool,
 }
@@ -32,20 +32,20 @@ impl fmt::Debug for Permit {
 impl Permit {
     pub(super) fn new(ticket: Ticket, start: Instant) -> Self {
         Self {
-            ticket: Some(ticket),
+            ticket,
             start,
             error: false,
         }
     }
 
     /// The tag this request counts under.
-    pub fn tag(&self) -> Option<Tag> {
-        self.ticket.as_ref().map(Ticket::tag)
+    pub fn tag(&self) -> Tag {
+        self.ticket.tag()
     }
 
     /// In dry run: what enforcement would have done with this request.
     pub fn would_reject(&self) -> Option<Reason> {
-        self.ticket.as_ref().and_then(Ticket::would_reject)
+        self.ticket.would_reject()
     }
 
     /// Mark the outcome: `true` for a failure the rules should count (`error_rate`).
@@ -66,11 +66,7 @@ impl Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        if let Some(ticket) = self.ticket.take() {
-            ticket.finish(
-                clock_now().saturating_duration_since(self.start),
-                self.error,
-            );
-        }
+        let latency = clock_now().saturating_duration_since(self.start);
+        self.ticket.finish_in_place(latency, self.error);
     }
 }
