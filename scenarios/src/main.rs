@@ -1,0 +1,620 @@
+//! Run with: `cargo run --release -p waitstate-scenarios -- --scenario surge --out target/scenarios`
+//!
+//! Overload scenarios, each run three ways in one invocation: no gate, a static rate limit
+//! (`tower_governor` at the backend's calm-weather capacity) and WaitState with
+//! `scenarios/waitstate.toml`. Every run is a real axum service on 127.0.0.1 in front of a
+//! simulated backend (a pool of [`POOL`] connections, log-normal service times, a pool
+//! timeout that answers 503), driven open-loop over loopback by Poisson arrivals of three
+//! tiers. The results (SCENARIOS.md) come from this tool.
+//!
+//! Options: `--scenario NAME|all` (default `surge`; names: surge, slow, errors, expensive),
+//! `--out DIR` (default `target/scenarios`: NAME.json and NAME.png per scenario),
+//! `--quick` (short phases, for a smoke run), `--ways LIST` (comma-separated subset of
+//! `none,static,waitstate`), `--config PATH` (another WaitState configuration than the
+//! published `scenarios/waitstate.toml`, which is built in).
+
+mod plot;
+mod stats;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::get;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::Semaphore;
+use tokio::time::{Instant, sleep, timeout};
+use tower_governor::GovernorLayer;
+use tower_governor::governor::GovernorConfigBuilder;
+use tower_governor::key_extractor::GlobalKeyExtractor;
+use waitstate_core::histogram::{AtomicHistogram, Histogram};
+use waitstate_core::{Config, WaitState};
+use waitstate_tower::{GateLayer, HeaderTagger};
+
+use stats::{TIERS, TierSample, Timeline, Window};
+
+/// Connections in the backend's pool.
+const POOL: usize = 10;
+/// Mean service time of a plain request (log-normal around it).
+const SERVICE_MEAN_MS: f64 = 100.0;
+/// Spread of the log-normal service time (sigma of its logarithm).
+const SERVICE_SIGMA: f64 = 0.5;
+/// A request that waits this long for a connection fails with 503.
+const POOL_TIMEOUT: Duration = Duration::from_secs(1);
+/// The client gives up after this long (counted as an error).
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most requests the generator keeps outstanding (past it, a request counts as an error).
+const MAX_OUTSTANDING: u64 = 4_000;
+/// A success slower than this is not goodput.
+const GOOD_LATENCY: Duration = Duration::from_millis(500);
+/// Calm load, as a share of capacity.
+const CALM_UTILISATION: f64 = 0.7;
+/// Share of the load per tier, in [`TIERS`] order.
+const MIX: [f64; 3] = [0.2, 0.3, 0.5];
+/// Backend time of a weight-100 search, in plain requests.
+const SEARCH_COST: f64 = 10.0;
+/// The WaitState configuration of the third way.
+const WAITSTATE_TOML: &str = include_str!("../waitstate.toml");
+
+/// What the backend can serve per second in calm weather.
+fn capacity_rps() -> f64 {
+    POOL as f64 * 1000.0 / SERVICE_MEAN_MS
+}
+
+// ---------------------------------------------------------------- scenarios
+
+/// One scenario: calm, then an incident, then calm again.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Scenario {
+    name: &'static str,
+    title: &'static str,
+    calm_s: u64,
+    incident_s: u64,
+    after_s: u64,
+    /// Offered load during the incident, as a multiple of the calm load.
+    load_factor: f64,
+    /// Service time multiplier during the incident.
+    service_factor: f64,
+    /// Share of requests the backend fails during the incident.
+    error_rate: f64,
+    /// Share of free requests that are weight-100 searches during the incident.
+    search_share: f64,
+}
+
+impl Scenario {
+    /// What the backend can serve per second during the incident (plain requests).
+    fn incident_capacity(&self) -> f64 {
+        let free_searches = CALM_UTILISATION * MIX[2] * self.load_factor * self.search_share;
+        let plain = 1.0 - free_searches / (CALM_UTILISATION * self.load_factor);
+        // Capacity in requests/s of the incident's mix: each search costs SEARCH_COST.
+        let cost = plain + (1.0 - plain) * SEARCH_COST;
+        capacity_rps() / self.service_factor / cost
+    }
+
+    fn quick(mut self) -> Self {
+        self.calm_s = 5;
+        self.incident_s = self.incident_s.min(10);
+        self.after_s = 10;
+        self
+    }
+
+    fn window(&self) -> Window {
+        Window {
+            onset_s: self.calm_s,
+            end_s: self.calm_s + self.incident_s,
+        }
+    }
+
+    fn total_s(&self) -> u64 {
+        self.calm_s + self.incident_s + self.after_s
+    }
+}
+
+const CALM: Scenario = Scenario {
+    name: "",
+    title: "",
+    calm_s: 15,
+    incident_s: 30,
+    after_s: 25,
+    load_factor: 1.0,
+    service_factor: 1.0,
+    error_rate: 0.0,
+    search_share: 0.0,
+};
+
+/// Every scenario the runner knows.
+pub(crate) const SCENARIOS: [Scenario; 4] = [
+    Scenario {
+        name: "surge",
+        title: "Surge: offered load jumps to 3x capacity for 30 s, then back",
+        load_factor: 3.0 / CALM_UTILISATION,
+        ..CALM
+    },
+    Scenario {
+        name: "slow",
+        title: "Slow dependency: service time doubles (capacity halves) for 30 s, same load",
+        service_factor: 2.0,
+        ..CALM
+    },
+    Scenario {
+        name: "errors",
+        title: "Error storm: the backend fails 10% of requests for 20 s",
+        incident_s: 20,
+        error_rate: 0.1,
+        ..CALM
+    },
+    Scenario {
+        name: "expensive",
+        title: "Expensive requests: a quarter of free requests become weight-100 searches for 30 s",
+        search_share: 0.25,
+        ..CALM
+    },
+];
+
+// ---------------------------------------------------------------- the backend
+
+/// The incident's effect on the backend, switched on and off by the driver.
+#[derive(Debug, Default)]
+struct Weather {
+    service_factor_milli: AtomicU64,
+    error_rate_ppm: AtomicU64,
+}
+
+/// The backend: a fixed-size pool, a log-normal service time per request.
+#[derive(Clone, Debug)]
+struct Backend {
+    pool: Arc<Semaphore>,
+    rng: Arc<AtomicU64>,
+    weather: Arc<Weather>,
+}
+
+/// A cheap shared pseudo-random sequence (splitmix64), uniform in (0, 1).
+fn uniform(seed: &AtomicU64) -> f64 {
+    let x = seed.fetch_add(0x9E37_79B9_7F4A_7C15, Relaxed);
+    let mut z = x;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    ((z >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+}
+
+/// A standard normal draw (Box-Muller).
+fn normal(seed: &AtomicU64) -> f64 {
+    let (u, v) = (uniform(seed), uniform(seed));
+    (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+}
+
+impl Backend {
+    fn new(weather: Arc<Weather>) -> Self {
+        Self {
+            pool: Arc::new(Semaphore::new(POOL)),
+            rng: Arc::new(AtomicU64::new(0x2545_F491_4F6C_DD1D)),
+            weather,
+        }
+    }
+
+    /// Log-normal with mean `SERVICE_MEAN_MS`, times the weather's factor and `cost`.
+    fn service_time(&self, cost: f64) -> Duration {
+        let mu = SERVICE_MEAN_MS.ln() - SERVICE_SIGMA * SERVICE_SIGMA / 2.0;
+        let ms = (mu + SERVICE_SIGMA * normal(&self.rng)).exp();
+        let factor = self.weather.service_factor_milli.load(Relaxed) as f64 / 1000.0;
+        Duration::from_secs_f64(ms * factor * cost / 1000.0)
+    }
+
+    fn fails(&self) -> bool {
+        let ppm = self.weather.error_rate_ppm.load(Relaxed);
+        ppm > 0 && uniform(&self.rng) * 1e6 < ppm as f64
+    }
+}
+
+async fn handler(State(backend): State<Backend>, headers: HeaderMap) -> StatusCode {
+    let cost = if headers.contains_key("x-search") {
+        SEARCH_COST
+    } else {
+        1.0
+    };
+    match timeout(POOL_TIMEOUT, backend.pool.acquire()).await {
+        Ok(Ok(_connection)) => {
+            if backend.fails() {
+                // A failing dependency answers fast.
+                sleep(backend.service_time(cost) / 5).await;
+                StatusCode::INTERNAL_SERVER_ERROR
+            } else {
+                sleep(backend.service_time(cost)).await;
+                StatusCode::OK
+            }
+        }
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+/// The three ways a scenario runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Way {
+    /// Nothing in front of the backend.
+    None,
+    /// `tower_governor`, one global bucket at the calm-weather capacity.
+    Static,
+    /// WaitState with `scenarios/waitstate.toml`.
+    WaitState,
+}
+
+impl Way {
+    const ALL: [Way; 3] = [Way::None, Way::Static, Way::WaitState];
+
+    fn name(self) -> &'static str {
+        match self {
+            Way::None => "no gate",
+            Way::Static => "static limit (tower_governor)",
+            Way::WaitState => "WaitState",
+        }
+    }
+
+    fn key(self) -> &'static str {
+        match self {
+            Way::None => "none",
+            Way::Static => "static",
+            Way::WaitState => "waitstate",
+        }
+    }
+}
+
+/// The app for one way.
+fn app(way: Way, weather: Arc<Weather>, ws: Option<WaitState>) -> Router {
+    let router = Router::new()
+        .route("/", get(handler))
+        .with_state(Backend::new(weather));
+    match (way, ws) {
+        (Way::WaitState, Some(ws)) => router.layer(GateLayer::new(
+            ws,
+            HeaderTagger::new().weight_header("x-waitstate-weight"),
+        )),
+        (Way::Static, _) => {
+            // The rate that fits capacity in calm weather, a burst of a tenth of a second.
+            let config = GovernorConfigBuilder::default()
+                .per_nanosecond((1e9 / capacity_rps()) as u64)
+                .burst_size((capacity_rps() / 10.0) as u32)
+                .key_extractor(GlobalKeyExtractor)
+                .finish()
+                .expect("a valid governor configuration");
+            router.layer(GovernorLayer::new(config))
+        }
+        _ => router,
+    }
+}
+
+// ---------------------------------------------------------------- the load
+
+/// Live counters of one tier in one second.
+#[derive(Debug, Default)]
+struct Bucket {
+    offered: AtomicU64,
+    succeeded: AtomicU64,
+    good: AtomicU64,
+    shed: AtomicU64,
+    errors: AtomicU64,
+    latency: AtomicHistogram,
+}
+
+impl Bucket {
+    fn sample(&self) -> TierSample {
+        let mut latency = Histogram::new();
+        self.latency.load_into(&mut latency);
+        TierSample {
+            offered: self.offered.load(Relaxed),
+            succeeded: self.succeeded.load(Relaxed),
+            good: self.good.load(Relaxed),
+            shed: self.shed.load(Relaxed),
+            errors: self.errors.load(Relaxed),
+            latency,
+        }
+    }
+}
+
+/// One run's result.
+#[derive(Debug)]
+struct Run {
+    timeline: Timeline,
+    first_shed_s: Option<f64>,
+}
+
+/// Runs one scenario one way, in real time.
+async fn run(
+    scenario: &Scenario,
+    way: Way,
+    config: &str,
+) -> Result<Run, Box<dyn std::error::Error>> {
+    let weather = Arc::new(Weather::default());
+    weather.service_factor_milli.store(1000, Relaxed);
+    let ws = match way {
+        Way::WaitState => Some(WaitState::from_config(Config::from_toml_str(config)?)?),
+        _ => None,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let server =
+        tokio::spawn(axum::serve(listener, app(way, weather.clone(), ws.clone())).into_future());
+
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(10))
+        .build_http();
+    let uri: http::Uri = format!("http://{addr}/").parse()?;
+    let total = scenario.total_s();
+    let buckets: Arc<Vec<[Bucket; 3]>> = Arc::new((0..total).map(|_| Default::default()).collect());
+    let outstanding = Arc::new(AtomicU64::new(0));
+    // First 429 after the onset, in µs from the start (u64::MAX: none yet).
+    let first_shed = Arc::new(AtomicU64::new(u64::MAX));
+    let window = scenario.window();
+    let onset = Duration::from_secs(window.onset_s);
+    let end = Duration::from_secs(window.end_s);
+    let rng = AtomicU64::new(0x1234_5678_9ABC_DEF0);
+
+    let start = Instant::now();
+    let mut next = [Duration::ZERO; 3];
+    let mut second = u64::MAX;
+    loop {
+        let elapsed = start.elapsed();
+        if elapsed >= Duration::from_secs(total) {
+            break;
+        }
+        let incident = elapsed >= onset && elapsed < end;
+        if incident {
+            weather
+                .service_factor_milli
+                .store((scenario.service_factor * 1000.0) as u64, Relaxed);
+            weather
+                .error_rate_ppm
+                .store((scenario.error_rate * 1e6) as u64, Relaxed);
+        } else {
+            weather.service_factor_milli.store(1000, Relaxed);
+            weather.error_rate_ppm.store(0, Relaxed);
+        }
+        if elapsed.as_secs() != second {
+            second = elapsed.as_secs();
+            eprint!(".");
+        }
+        for tier in 0..3 {
+            let factor = if incident { scenario.load_factor } else { 1.0 };
+            let rate = capacity_rps() * CALM_UTILISATION * MIX[tier] * factor;
+            while next[tier] <= elapsed {
+                // Poisson arrivals: exponential gaps.
+                next[tier] += Duration::from_secs_f64(-uniform(&rng).ln() / rate);
+                let search = tier == 2 && incident && uniform(&rng) < scenario.search_share;
+                let sec = elapsed.as_secs() as usize;
+                buckets[sec][tier].offered.fetch_add(1, Relaxed);
+                if outstanding.load(Relaxed) >= MAX_OUTSTANDING {
+                    buckets[sec][tier].errors.fetch_add(1, Relaxed);
+                    continue;
+                }
+                outstanding.fetch_add(1, Relaxed);
+                let (client, uri, buckets, outstanding, first_shed) = (
+                    client.clone(),
+                    uri.clone(),
+                    buckets.clone(),
+                    outstanding.clone(),
+                    first_shed.clone(),
+                );
+                tokio::spawn(async move {
+                    let sent = Instant::now();
+                    let mut req = http::Request::get(uri).header("x-waitstate-tag", TIERS[tier]);
+                    if search {
+                        req = req
+                            .header("x-search", "1")
+                            .header("x-waitstate-weight", "100");
+                    }
+                    let req = req.body(Empty::<Bytes>::new()).expect("a valid request");
+                    let result = timeout(CLIENT_TIMEOUT, async {
+                        let res = client.request(req).await?;
+                        let status = res.status();
+                        res.into_body().collect().await?;
+                        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(status)
+                    })
+                    .await;
+                    let latency = sent.elapsed();
+                    let b = &buckets[sec][tier];
+                    match result {
+                        Ok(Ok(StatusCode::TOO_MANY_REQUESTS)) => {
+                            b.shed.fetch_add(1, Relaxed);
+                            let at = (sent - start).as_micros() as u64;
+                            if at >= onset.as_micros() as u64 {
+                                first_shed.fetch_min(at, Relaxed);
+                            }
+                        }
+                        Ok(Ok(StatusCode::OK)) => {
+                            b.succeeded.fetch_add(1, Relaxed);
+                            if latency <= GOOD_LATENCY {
+                                b.good.fetch_add(1, Relaxed);
+                            }
+                            b.latency.record(latency);
+                        }
+                        _ => {
+                            b.errors.fetch_add(1, Relaxed);
+                            b.latency.record(latency);
+                        }
+                    }
+                    outstanding.fetch_sub(1, Relaxed);
+                });
+            }
+        }
+        sleep(Duration::from_millis(2)).await;
+    }
+    // Let the requests in flight finish (bounded by the client timeout).
+    let drain = Instant::now();
+    while outstanding.load(Relaxed) > 0 && drain.elapsed() < CLIENT_TIMEOUT * 2 {
+        sleep(Duration::from_millis(20)).await;
+    }
+    server.abort();
+    drop(ws);
+    let first = first_shed.load(Relaxed);
+    Ok(Run {
+        timeline: buckets
+            .iter()
+            .map(|s| s.each_ref().map(Bucket::sample))
+            .collect(),
+        first_shed_s: (first != u64::MAX).then(|| first as f64 / 1e6 - onset.as_secs_f64()),
+    })
+}
+
+// ---------------------------------------------------------------- the tool
+
+#[derive(Debug)]
+struct Args {
+    scenarios: Vec<Scenario>,
+    out: PathBuf,
+    quick: bool,
+    ways: Vec<Way>,
+    config: String,
+}
+
+fn args() -> Result<Args, String> {
+    let mut out = Args {
+        scenarios: vec![SCENARIOS[0]],
+        out: PathBuf::from("target/scenarios"),
+        quick: false,
+        ways: Way::ALL.to_vec(),
+        config: WAITSTATE_TOML.to_owned(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--quick" => out.quick = true,
+            "--config" => {
+                let path = it.next().ok_or("--config takes a path")?;
+                out.config = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("cannot read {path}: {e}"))?;
+            }
+            "--out" => out.out = it.next().ok_or("--out takes a directory")?.into(),
+            "--scenario" => {
+                let name = it.next().ok_or("--scenario takes a name or `all`")?;
+                out.scenarios = if name == "all" {
+                    SCENARIOS.to_vec()
+                } else {
+                    vec![*SCENARIOS.iter().find(|s| s.name == name).ok_or_else(|| {
+                        let names: Vec<_> = SCENARIOS.iter().map(|s| s.name).collect();
+                        format!(
+                            "unknown scenario `{name}` (one of {}, all)",
+                            names.join(", ")
+                        )
+                    })?]
+                };
+            }
+            "--ways" => {
+                let list = it
+                    .next()
+                    .ok_or("--ways takes a list: none,static,waitstate")?;
+                out.ways =
+                    list.split(',')
+                        .map(|k| {
+                            Way::ALL.into_iter().find(|w| w.key() == k).ok_or_else(|| {
+                                format!("unknown way `{k}` (none, static, waitstate)")
+                            })
+                        })
+                        .collect::<Result<_, _>>()?;
+            }
+            other => {
+                return Err(format!(
+                    "unknown argument `{other}` (try --scenario, --out, --quick, --ways, --config)"
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = args().map_err(|e| -> Box<dyn std::error::Error> { e.into() })?;
+    std::fs::create_dir_all(&args.out)?;
+    for scenario in &args.scenarios {
+        let scenario = if args.quick {
+            scenario.quick()
+        } else {
+            *scenario
+        };
+        let capacity = scenario.incident_capacity();
+        println!(
+            "## {} ({})\n\nbackend: {POOL} connections, log-normal service time (mean {SERVICE_MEAN_MS} ms, sigma {SERVICE_SIGMA}), \
+             pool timeout {} ms; capacity {:.0} req/s calm, {:.0} req/s during the incident; \
+             calm load {:.0} req/s (enterprise/pro/free {:?}); phases {} s calm, {} s incident, {} s after\n",
+            scenario.name,
+            scenario.title,
+            POOL_TIMEOUT.as_millis(),
+            capacity_rps(),
+            capacity,
+            capacity_rps() * CALM_UTILISATION,
+            MIX,
+            scenario.calm_s,
+            scenario.incident_s,
+            scenario.after_s,
+        );
+        let mut results = Vec::new();
+        for way in &args.ways {
+            eprint!("{} / {}: ", scenario.name, way.name());
+            let r = run(&scenario, *way, &args.config).await?;
+            eprintln!(" done");
+            let f = stats::figures(&r.timeline, scenario.window(), capacity, r.first_shed_s);
+            results.push((*way, r, f));
+        }
+        let table: Vec<(&str, &stats::Figures)> =
+            results.iter().map(|(w, _, f)| (w.name(), f)).collect();
+        println!("{}", stats::markdown_table(&table));
+
+        let json = serde_json::json!({
+            "scenario": scenario.name,
+            "title": scenario.title,
+            "quick": args.quick,
+            "capacity_rps": capacity_rps(),
+            "incident_capacity_rps": capacity,
+            "window": scenario.window(),
+            "ways": results.iter().map(|(w, r, f)| serde_json::json!({
+                "way": w.key(),
+                "figures": f,
+                "goals": stats::goals(f),
+                "per_second": r.timeline.iter().enumerate().map(|(s, tiers)| serde_json::json!({
+                    "t": s,
+                    "tiers": tiers.iter().zip(TIERS).map(|(t, name)| serde_json::json!({
+                        "tier": name,
+                        "offered": t.offered,
+                        "admitted": t.admitted(),
+                        "succeeded": t.succeeded,
+                        "shed": t.shed,
+                        "errors": t.errors,
+                        "p50_ms": t.latency.quantile_ms(0.5),
+                        "p95_ms": t.latency.quantile_ms(0.95),
+                        "p99_ms": t.latency.quantile_ms(0.99),
+                    })).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        });
+        let json_path = args.out.join(format!("{}.json", scenario.name));
+        std::fs::write(&json_path, serde_json::to_string_pretty(&json)?)?;
+        let png_path = args.out.join(format!("{}.png", scenario.name));
+        let panels: Vec<plot::Panel<'_>> = results
+            .iter()
+            .map(|(w, r, _)| plot::Panel {
+                title: w.name(),
+                timeline: &r.timeline,
+            })
+            .collect();
+        plot::render(
+            &png_path,
+            scenario.title,
+            scenario.window(),
+            capacity_rps(),
+            &panels,
+        )?;
+        println!(
+            "written: {} and {}\n",
+            json_path.display(),
+            png_path.display()
+        );
+    }
+    Ok(())
+}
