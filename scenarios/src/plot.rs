@@ -57,10 +57,11 @@ fn text(
             for col in 0..8 {
                 if bits & (1 << col) != 0 {
                     let (px, py) = (left + col * scale, y + row as i32 * scale);
-                    root.draw(&Rectangle::new(
-                        [(px, py), (px + scale - 1, py + scale - 1)],
-                        color.filled(),
-                    ))?;
+                    for dx in 0..scale {
+                        for dy in 0..scale {
+                            root.draw_pixel((px + dx, py + dy), color)?;
+                        }
+                    }
                 }
             }
         }
