@@ -99,7 +99,7 @@ load() { # seconds
         ' "$OUT/last-load.txt"
     else
         taskset -c "$LOAD_CPU" "$BIN" load "$ADDR" --connections "$CONNS" --duration "$1" \
-            --tags 1 >"$OUT/last-load.txt"
+            --tag pro >"$OUT/last-load.txt"
         sed -E 's/.*requests=([0-9]+).* rps=([0-9.]+) .*p99_us=([0-9]+) non_2xx=([0-9]+).*/\1 \2 \3 \4/' \
             "$OUT/last-load.txt"
     fi

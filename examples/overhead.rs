@@ -18,7 +18,7 @@
 //!
 //! ```text
 //! overhead load 127.0.0.1:3000 [--connections 64] [--threads 1]
-//!     [--duration 10 | --requests 1000000] [--tags 3 | --distinct-tags]
+//!     [--duration 10 | --requests 1000000] [--tag pro | --tags 3 | --distinct-tags]
 //! ```
 //!
 //! It prints one line: `requests=… seconds=… rps=… p50_us=… p99_us=… non_2xx=… errors=…`.
@@ -45,7 +45,7 @@ use waitstate_core::WaitState;
 use waitstate_tower::{GateLayer, HeaderTagger};
 
 const USAGE: &str = "usage: overhead <listen-addr> <bare|gate|governor|concurrency>
-       overhead load <addr> [--connections N] [--threads N] [--duration SECS | --requests N] [--tags N | --distinct-tags]";
+       overhead load <addr> [--connections N] [--threads N] [--duration SECS | --requests N] [--tag NAME | --tags N | --distinct-tags]";
 
 /// What sits between axum and the handler.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,6 +157,8 @@ enum Tags {
     Cycle(u64),
     /// A new tag per request.
     Distinct,
+    /// One tag for every request.
+    Fixed(&'static str),
 }
 
 fn parse_load(args: &[String]) -> Result<Load, String> {
@@ -180,6 +182,7 @@ fn parse_load(args: &[String]) -> Result<Load, String> {
             "--requests" => load.requests = Some(num(value()?)?),
             "--tags" => load.tags = Tags::Cycle(num(value()?)?.max(1)),
             "--distinct-tags" => load.tags = Tags::Distinct,
+            "--tag" => load.tags = Tags::Fixed(String::leak(value()?.clone())),
             other => return Err(format!("unknown argument `{other}`\n{USAGE}")),
         }
     }
@@ -226,6 +229,7 @@ async fn connection(
         let tag = match load.tags {
             Tags::Cycle(k) => format!("tag-{}", n % k),
             Tags::Distinct => format!("u{n}"),
+            Tags::Fixed(t) => t.to_owned(),
         };
         let req = Request::get("/")
             .header("host", &host)
