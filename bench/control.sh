@@ -6,8 +6,8 @@
 #
 # Builds the release `waitstate-control` binary and the pulse generator
 # (waitstate-control/benches/pulses.rs). For each fleet size, starts a fresh control plane
-# (the generator's configuration: 3 tags, 3 fleet rules, one a fleet-wide rate limit so
-# every answer splits a budget) pinned to SERVER_CPU, registers every instance once, then
+# (the generator's configuration: 3 tags, 2 fleet rules, and then with and without a
+# third, a fleet-wide rate limit in force, so that every answer splits a budget by demand) pinned to SERVER_CPU, registers every instance once, then
 # drives pulses for DURATION seconds from the generator pinned to LOAD_CPU. The server's
 # utime+stime over the measured run (from /proc/PID/stat) gives its CPU time per pulse,
 # hence what it would sustain on 2 whole cores without the generator beside it.
@@ -34,7 +34,8 @@ GEN=$(cargo bench --no-run -p waitstate-control --bench pulses --message-format=
 [[ -x $GEN ]] || { echo "pulse generator not built" >&2; exit 1; }
 SERVER=target/release/waitstate-control
 
-"$GEN" --print-config | sed "s|127.0.0.1:7700|127.0.0.1:$PORT|" >"$OUT/control.toml"
+"$GEN" --print-config | sed "s|127.0.0.1:7700|127.0.0.1:$PORT|" >"$OUT/control-budget.toml"
+"$GEN" --print-config --no-budget | sed "s|127.0.0.1:7700|127.0.0.1:$PORT|" >"$OUT/control-no-budget.toml"
 
 SERVER_PID=
 stop_server() {
@@ -50,10 +51,11 @@ echo "machine: $(nproc) cores, $(awk -F': ' '/^model name/ { print $2; exit }' /
 echo "server on cpu $SERVER_CPU, generator on cpu $LOAD_CPU, $CONCURRENCY pulses in flight, ${DURATION}s per fleet size"
 echo "loadavg at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-echo "| instances | pulses/s (server on 1 core) | p50 (ms) | p99 (ms) | server CPU per pulse (us) | pulses/s on 2 cores at that cost | refused | errors |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| instances | fleet budget | pulses/s (server on 1 core) | p50 (ms) | p99 (ms) | server CPU per pulse (us) | pulses/s on 2 cores at that cost | refused | errors |"
+echo "|---|---|---|---|---|---|---|---|---|"
 for n in $INSTANCES; do
-    taskset -c "$SERVER_CPU" "$SERVER" --config "$OUT/control.toml" 2>>"$OUT/server.log" &
+for budget in budget no-budget; do
+    taskset -c "$SERVER_CPU" "$SERVER" --config "$OUT/control-$budget.toml" 2>>"$OUT/server.log" &
     SERVER_PID=$!
     for _ in $(seq 1 200); do
         if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then break; fi
@@ -74,11 +76,12 @@ for n in $INSTANCES; do
     get() { sed -E "s/(^|.* )$1=([0-9.]+).*/\2/" <<<"$line"; }
     pulses=$(get pulses) ps=$(get pulses_per_s) p50=$(get p50_us) p99=$(get p99_us)
     refused=$(get refused) errors=$(get errors)
-    awk -v n="$n" -v ps="$ps" -v p50="$p50" -v p99="$p99" -v d=$((t1 - t0)) -v t="$TICK" \
+    awk -v n="$n" -v b="$budget" -v ps="$ps" -v p50="$p50" -v p99="$p99" -v d=$((t1 - t0)) -v t="$TICK" \
         -v pulses="$pulses" -v refused="$refused" -v errors="$errors" 'BEGIN {
             cpu = pulses ? d / t / pulses * 1e6 : 0
-            printf "| %d | %.0f | %.2f | %.2f | %.1f | %.0f | %d | %d |\n", n, ps, p50 / 1000, p99 / 1000, cpu, cpu ? 2e6 / cpu : 0, refused, errors
+            printf "| %d | %s | %.0f | %.2f | %.2f | %.1f | %.0f | %d | %d |\n", n, (b == "budget" ? "limit free to 1000/s" : "none"), ps, p50 / 1000, p99 / 1000, cpu, cpu ? 2e6 / cpu : 0, refused, errors
         }'
+done
 done
 echo
 echo "loadavg at end: $(cut -d' ' -f1-3 /proc/loadavg)"

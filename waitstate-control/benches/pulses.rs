@@ -17,7 +17,7 @@
 //!
 //! Options: `--url URL`, `--instances N` (1000), `--duration SECS` (10),
 //! `--concurrency N` (32), `--threads N` (generator threads, 1), `--print-config`,
-//! `--ready-file PATH` (written when registration ends and the measured part begins).
+//! `--no-budget` (leave out the fleet-wide rate limit), `--ready-file PATH` (written when registration ends and the measured part begins).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -29,8 +29,14 @@ use waitstate_core::wire::{self, HEADER_ID, HEADER_INSTANCE, HEADER_SIGNATURE, H
 const PK: &str = "pk_bench";
 const SK: &str = "sk_bench_secret";
 
-/// The control plane's configuration for the run (`listen` is replaced by the caller).
-fn config_toml(listen: &str) -> String {
+/// The control plane's configuration for the run (`listen` is replaced by the caller). With
+/// `budget`, a fleet-wide rate limit is in force, so every answer splits it by demand.
+fn config_toml(listen: &str, budget: bool) -> String {
+    let budget = if budget {
+        "[[rules]]\nrule = \"when rps >= 0 then limit free to 1000/s\"\n"
+    } else {
+        ""
+    };
     format!(
         r#"[tags]
 enterprise = 100
@@ -41,9 +47,7 @@ free = 10
 rule = "when p95_latency of free > 500ms for 5s then block free"
 [[rules]]
 rule = "when error_rate > 5% then throttle pro to 50%"
-[[rules]]
-rule = "when rps >= 0 then limit free to 1000/s"
-
+{budget}
 [server]
 listen = "{listen}"
 max_instances = 20000
@@ -64,6 +68,7 @@ struct Args {
     concurrency: usize,
     threads: usize,
     print_config: bool,
+    no_budget: bool,
     ready_file: Option<String>,
 }
 
@@ -75,6 +80,7 @@ fn args() -> Result<Args, String> {
         concurrency: 32,
         threads: 1,
         print_config: false,
+        no_budget: false,
         ready_file: None,
     };
     let mut it = std::env::args().skip(1);
@@ -88,6 +94,7 @@ fn args() -> Result<Args, String> {
             "--concurrency" => a.concurrency = num(value()?)?.max(1) as usize,
             "--threads" => a.threads = num(value()?)?.max(1) as usize,
             "--print-config" => a.print_config = true,
+            "--no-budget" => a.no_budget = true,
             "--ready-file" => a.ready_file = Some(value()?),
             // `cargo bench` passes `--bench`; criterion-style filters are ignored too.
             "--bench" => {}
@@ -227,7 +234,7 @@ async fn bench(a: Args) -> Result<(), String> {
     let base = match &a.url {
         Some(u) => u.trim_end_matches('/').to_owned(),
         None => {
-            let config = ControlConfig::from_toml_str(&config_toml("127.0.0.1:0"))
+            let config = ControlConfig::from_toml_str(&config_toml("127.0.0.1:0", !a.no_budget))
                 .map_err(|e| e.to_string())?;
             let server = ControlServer::bind(config)
                 .await
@@ -327,7 +334,7 @@ fn main() -> std::process::ExitCode {
         }
     };
     if a.print_config {
-        print!("{}", config_toml("127.0.0.1:7700"));
+        print!("{}", config_toml("127.0.0.1:7700", !a.no_budget));
         return std::process::ExitCode::SUCCESS;
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
