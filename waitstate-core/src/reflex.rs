@@ -25,6 +25,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
@@ -155,7 +156,35 @@ impl Reading {
 #[derive(Debug)]
 struct Sample {
     at: Duration,
-    reading: Reading,
+    /// Per tag: name, priority, cumulative counters. A tag whose counters did not change
+    /// since the previous sample shares that sample's copy, so a window of mostly idle tags
+    /// (say, 256 tags seen once in a flood) costs one copy each, not one per tick.
+    tags: Vec<(Arc<str>, i64, Arc<TagCounters>)>,
+    custom: Vec<(Option<String>, String, Aggregate)>,
+}
+
+impl Sample {
+    fn new(at: Duration, reading: Reading, previous: Option<&Sample>) -> Self {
+        let before: HashMap<&str, &(Arc<str>, i64, Arc<TagCounters>)> = previous
+            .map(|p| p.tags.iter().map(|t| (&*t.0, t)).collect())
+            .unwrap_or_default();
+        let tags = reading
+            .tags
+            .into_iter()
+            .map(|t| match before.get(t.tag.as_str()) {
+                Some((name, _, counters)) if **counters == t.counters => {
+                    (name.clone(), t.priority, counters.clone())
+                }
+                Some((name, ..)) => (name.clone(), t.priority, Arc::new(t.counters)),
+                None => (Arc::from(t.tag), t.priority, Arc::new(t.counters)),
+            })
+            .collect();
+        Self {
+            at,
+            tags,
+            custom: reading.custom,
+        }
+    }
 }
 
 /// The window's view, by scope: `None` is the whole service.
@@ -235,7 +264,8 @@ impl Reflex {
     /// Take one reading at `now` and evaluate every rule: returns the enforced policy and
     /// the dry-run rules' policy. [`Reflex::status`] then tells each rule's state.
     pub fn observe(&mut self, now: Duration, reading: Reading) -> (Policy, Policy) {
-        self.history.push_back(Sample { at: now, reading });
+        let sample = Sample::new(now, reading, self.history.back());
+        self.history.push_back(sample);
         // Keep the samples of the window, plus the one at its start.
         while self.history.len() > 2
             && self
@@ -251,7 +281,7 @@ impl Reflex {
 
     /// The custom metrics of the last reading (what the tick took from the engine).
     pub fn last_custom(&self) -> &[(Option<String>, String, Aggregate)] {
-        self.history.back().map_or(&[], |s| &s.reading.custom)
+        self.history.back().map_or(&[], |s| &s.custom)
     }
 
     /// Each rule's status after the last tick.
@@ -278,20 +308,19 @@ impl Reflex {
             ..WindowView::default()
         };
         let earlier: HashMap<&str, &TagCounters> = first
-            .reading
             .tags
             .iter()
-            .map(|t| (t.tag.as_str(), &t.counters))
+            .map(|(name, _, c)| (&**name, &**c))
             .collect();
-        for t in &last.reading.tags {
-            let mut delta = t.counters.clone();
+        for (name, priority, counters) in &last.tags {
+            let mut delta = TagCounters::clone(counters);
             if single {
                 // No earlier reading: the window is everything so far.
-            } else if let Some(before) = earlier.get(t.tag.as_str()) {
+            } else if let Some(before) = earlier.get(&**name) {
                 delta.subtract(before);
             }
             view.service.merge(&delta);
-            view.by_tag.insert(t.tag.clone(), (t.priority, delta));
+            view.by_tag.insert(name.to_string(), (*priority, delta));
         }
         view
     }
@@ -319,7 +348,7 @@ impl Reflex {
                     .iter()
                     .skip(usize::from(self.history.len() > 1))
                 {
-                    for (t, n, agg) in &s.reading.custom {
+                    for (t, n, agg) in &s.custom {
                         let in_scope = match tag {
                             None => true,
                             Some(want) => t.as_deref() == Some(want),
@@ -565,4 +594,28 @@ fn contribution(r: &RuleState, levels: &[i64]) -> Policy {
         }
     }
     p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Demand;
+
+    #[test]
+    fn idle_tags_share_one_copy_across_the_window() {
+        let config = Config::default();
+        let engine = Engine::new(&config).unwrap();
+        let mut reflex = Reflex::new(&config).unwrap();
+        for i in 0..50 {
+            let _ = engine.decide(&Demand::new(&format!("user-{i}")), Duration::ZERO);
+        }
+        for t in 1..=6 {
+            let _ = engine.decide(&Demand::new("busy"), Duration::from_secs(t));
+            reflex.tick(Duration::from_secs(t), &engine);
+        }
+        let (first, last) = (reflex.history.front().unwrap(), reflex.history.back().unwrap());
+        let find = |s: &Sample, name: &str| s.tags.iter().find(|t| &*t.0 == name).unwrap().2.clone();
+        assert!(Arc::ptr_eq(&find(first, "user-7"), &find(last, "user-7")), "idle: shared");
+        assert!(!Arc::ptr_eq(&find(first, "busy"), &find(last, "busy")), "active: its own copy");
+    }
 }
