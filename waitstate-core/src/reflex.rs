@@ -31,9 +31,10 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::error::ConfigError;
+use crate::histogram::{Histogram, SparseHistogram};
 use crate::policy::Policy;
 use crate::rule::{Action, Metric, Op, Rule};
-use crate::tags::{Aggregate, TagCounters};
+use crate::tags::{Aggregate, Tag, TagCounters};
 
 /// Steps of a gradual release before the action is gone.
 const RELEASE_STEPS: u32 = 3;
@@ -156,34 +157,87 @@ impl Reading {
 #[derive(Debug)]
 struct Sample {
     at: Duration,
-    /// Per tag: name, priority, cumulative counters. A tag whose counters did not change
-    /// since the previous sample shares that sample's copy, so a window of mostly idle tags
-    /// (say, 256 tags seen once in a flood) costs one copy each, not one per tick.
-    tags: Vec<(Arc<str>, i64, Arc<TagCounters>)>,
+    /// Per tag: name, priority, cumulative counters (compact). A tag whose counters did not
+    /// change since the previous sample shares that sample's copy, so a window of mostly
+    /// idle tags (say, 256 tags seen once in a flood) costs one small copy each.
+    tags: Vec<(Arc<str>, i64, Arc<Compact>)>,
     custom: Vec<(Option<String>, String, Aggregate)>,
 }
 
+/// [`TagCounters`] with the latency histogram kept sparse (its non-zero buckets): what the
+/// window's history stores, a few hundred bytes per tag instead of the dense 4 KiB.
+#[derive(Debug, PartialEq)]
+struct Compact {
+    admitted: u64,
+    admitted_weight: f64,
+    rejected: [u64; crate::Reason::ALL.len()],
+    would_reject: u64,
+    completed: u64,
+    errors: u64,
+    latency_sum_us: u64,
+    in_flight: u64,
+    latency: Vec<(u32, u64)>,
+}
+
+impl Compact {
+    fn of(c: &TagCounters) -> Self {
+        Self {
+            admitted: c.admitted,
+            admitted_weight: c.admitted_weight,
+            rejected: c.rejected,
+            would_reject: c.would_reject,
+            completed: c.completed,
+            errors: c.errors,
+            latency_sum_us: c.latency_sum_us,
+            in_flight: c.in_flight,
+            latency: c.latency.to_sparse().buckets,
+        }
+    }
+
+    fn expand(&self) -> TagCounters {
+        let sparse = SparseHistogram {
+            layout: SparseHistogram::LAYOUT.to_owned(),
+            buckets: self.latency.clone(),
+        };
+        TagCounters {
+            admitted: self.admitted,
+            admitted_weight: self.admitted_weight,
+            rejected: self.rejected,
+            would_reject: self.would_reject,
+            completed: self.completed,
+            errors: self.errors,
+            latency_sum_us: self.latency_sum_us,
+            in_flight: self.in_flight,
+            // Built from a histogram's own sparse form: it always reads back.
+            latency: Histogram::from_sparse(&sparse).unwrap_or_default(),
+        }
+    }
+}
+
 impl Sample {
-    fn new(at: Duration, reading: Reading, previous: Option<&Sample>) -> Self {
-        let before: HashMap<&str, &(Arc<str>, i64, Arc<TagCounters>)> = previous
+    /// A sample from `(tag, priority, counters)`, sharing unchanged tags with `previous`.
+    fn new<'a>(
+        at: Duration,
+        tags: impl Iterator<Item = (&'a str, i64, &'a TagCounters)>,
+        custom: Vec<(Option<String>, String, Aggregate)>,
+        previous: Option<&Sample>,
+    ) -> Self {
+        let before: HashMap<&str, &(Arc<str>, i64, Arc<Compact>)> = previous
             .map(|p| p.tags.iter().map(|t| (&*t.0, t)).collect())
             .unwrap_or_default();
-        let tags = reading
-            .tags
-            .into_iter()
-            .map(|t| match before.get(t.tag.as_str()) {
-                Some((name, _, counters)) if **counters == t.counters => {
-                    (name.clone(), t.priority, counters.clone())
+        let tags = tags
+            .map(|(tag, priority, counters)| {
+                let compact = Compact::of(counters);
+                match before.get(tag) {
+                    Some((name, _, prev)) if **prev == compact => {
+                        (name.clone(), priority, prev.clone())
+                    }
+                    Some((name, ..)) => (name.clone(), priority, Arc::new(compact)),
+                    None => (Arc::from(tag), priority, Arc::new(compact)),
                 }
-                Some((name, ..)) => (name.clone(), t.priority, Arc::new(t.counters)),
-                None => (Arc::from(t.tag), t.priority, Arc::new(t.counters)),
             })
             .collect();
-        Self {
-            at,
-            tags,
-            custom: reading.custom,
-        }
+        Self { at, tags, custom }
     }
 }
 
@@ -202,6 +256,9 @@ pub struct Reflex {
     window: Duration,
     release_step: Duration,
     history: VecDeque<Sample>,
+    /// Reused by [`Reflex::tick`] to read the engine without allocating every tag's counters
+    /// anew each tick.
+    scratch: Vec<(Tag, TagCounters)>,
 }
 
 impl fmt::Debug for Reflex {
@@ -248,13 +305,25 @@ impl Reflex {
             window: config.window,
             release_step: config.release_step,
             history: VecDeque::new(),
+            scratch: Vec::new(),
         })
     }
 
     /// Close the window at `now`, evaluate every rule, and install the resulting local
     /// policy in `engine`. Returns each rule's status.
     pub fn tick(&mut self, now: Duration, engine: &Engine) -> Vec<RuleStatus> {
-        let (policy, dry) = self.observe(now, Reading::from_engine(engine));
+        let mut scratch = std::mem::take(&mut self.scratch);
+        engine.load_counters(&mut scratch);
+        let mut taken = Vec::new();
+        engine.take_custom(&mut taken);
+        let custom = taken
+            .into_iter()
+            .map(|(t, n, a)| (t.map(|t| t.as_str().to_owned()), n, a))
+            .collect();
+        let tags = scratch.iter().map(|(t, c)| (t.as_str(), t.priority(), c));
+        let sample = Sample::new(now, tags, custom, self.history.back());
+        self.scratch = scratch;
+        let (policy, dry) = self.push(now, sample);
         // The reflex policy is built from validated rules, so validation cannot fail; if it
         // ever did, the last good policy stays.
         let _ = engine.set_local_policy(policy, dry);
@@ -264,7 +333,15 @@ impl Reflex {
     /// Take one reading at `now` and evaluate every rule: returns the enforced policy and
     /// the dry-run rules' policy. [`Reflex::status`] then tells each rule's state.
     pub fn observe(&mut self, now: Duration, reading: Reading) -> (Policy, Policy) {
-        let sample = Sample::new(now, reading, self.history.back());
+        let tags = reading
+            .tags
+            .iter()
+            .map(|t| (t.tag.as_str(), t.priority, &t.counters));
+        let sample = Sample::new(now, tags, reading.custom, self.history.back());
+        self.push(now, sample)
+    }
+
+    fn push(&mut self, now: Duration, sample: Sample) -> (Policy, Policy) {
         self.history.push_back(sample);
         // Keep the samples of the window, plus the one at its start.
         while self.history.len() > 2
@@ -307,17 +384,17 @@ impl Reflex {
             seconds: last.at.saturating_sub(first.at).as_secs_f64(),
             ..WindowView::default()
         };
-        let earlier: HashMap<&str, &TagCounters> = first
+        let earlier: HashMap<&str, &Compact> = first
             .tags
             .iter()
             .map(|(name, _, c)| (&**name, &**c))
             .collect();
         for (name, priority, counters) in &last.tags {
-            let mut delta = TagCounters::clone(counters);
+            let mut delta = counters.expand();
             if single {
                 // No earlier reading: the window is everything so far.
             } else if let Some(before) = earlier.get(&**name) {
-                delta.subtract(before);
+                delta.subtract(&before.expand());
             }
             view.service.merge(&delta);
             view.by_tag.insert(name.to_string(), (*priority, delta));
@@ -613,9 +690,19 @@ mod tests {
             let _ = engine.decide(&Demand::new("busy"), Duration::from_secs(t));
             reflex.tick(Duration::from_secs(t), &engine);
         }
-        let (first, last) = (reflex.history.front().unwrap(), reflex.history.back().unwrap());
-        let find = |s: &Sample, name: &str| s.tags.iter().find(|t| &*t.0 == name).unwrap().2.clone();
-        assert!(Arc::ptr_eq(&find(first, "user-7"), &find(last, "user-7")), "idle: shared");
-        assert!(!Arc::ptr_eq(&find(first, "busy"), &find(last, "busy")), "active: its own copy");
+        let (first, last) = (
+            reflex.history.front().unwrap(),
+            reflex.history.back().unwrap(),
+        );
+        let find =
+            |s: &Sample, name: &str| s.tags.iter().find(|t| &*t.0 == name).unwrap().2.clone();
+        assert!(
+            Arc::ptr_eq(&find(first, "user-7"), &find(last, "user-7")),
+            "idle: shared"
+        );
+        assert!(
+            !Arc::ptr_eq(&find(first, "busy"), &find(last, "busy")),
+            "active: its own copy"
+        );
     }
 }
