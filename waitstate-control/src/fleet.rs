@@ -41,14 +41,32 @@ struct Instance {
     in_flight: BTreeMap<String, u64>,
     /// Per pulse: when, and the offered count per tag (demand).
     demand: VecDeque<(Instant, BTreeMap<String, u64>)>,
+    /// Per tag, the sum over `demand`, kept up to date as pulses come and age out.
+    demand_sum: BTreeMap<String, u64>,
 }
 
 impl Instance {
     fn demand_of(&self, tag: &str) -> f64 {
-        self.demand
-            .iter()
-            .map(|(_, d)| d.get(tag).copied().unwrap_or(0) as f64)
-            .sum()
+        self.demand_sum.get(tag).copied().unwrap_or(0) as f64
+    }
+}
+
+/// `sums[tag] += n` for every entry of `counts`.
+fn add_counts(sums: &mut BTreeMap<String, u64>, counts: &BTreeMap<String, u64>) {
+    for (tag, n) in counts {
+        *sums.entry(tag.clone()).or_insert(0) += n;
+    }
+}
+
+/// `sums[tag] -= n` for every entry of `counts`; entries that reach 0 are removed.
+fn sub_counts(sums: &mut BTreeMap<String, u64>, counts: &BTreeMap<String, u64>) {
+    for (tag, n) in counts {
+        if let Some(v) = sums.get_mut(tag) {
+            *v = v.saturating_sub(*n);
+            if *v == 0 {
+                sums.remove(tag);
+            }
+        }
     }
 }
 
@@ -60,6 +78,9 @@ pub(crate) struct Shard {
     cumulative: BTreeMap<String, TagCounters>,
     custom: Vec<(Option<String>, String, Aggregate)>,
     instances: HashMap<String, Instance>,
+    /// Per tag, the recent demand of every live instance, summed: kept up to date at ingest
+    /// and expiry, so an answer's budget split costs O(1) per tag, not O(instances).
+    demand_total: BTreeMap<String, u64>,
     enforce: Policy,
     status: Vec<RuleStatus>,
     pulses: u64,
@@ -90,6 +111,7 @@ impl Shard {
             cumulative: BTreeMap::new(),
             custom: Vec::new(),
             instances: HashMap::new(),
+            demand_total: BTreeMap::new(),
             enforce: Policy::default(),
             status: Vec::new(),
             pulses: 0,
@@ -298,20 +320,25 @@ impl Fleets {
                 last_seen: now,
                 in_flight: BTreeMap::new(),
                 demand: VecDeque::new(),
+                demand_sum: BTreeMap::new(),
             });
         inst.last_seen = now;
         inst.in_flight = in_flight;
+        add_counts(&mut inst.demand_sum, &demand);
+        add_counts(&mut shard.demand_total, &demand);
         inst.demand.push_back((now, demand));
+        // Age out what is older than the demand window; an instance pulsing abnormally fast
+        // cannot grow its history without bound either.
         while inst
             .demand
             .front()
             .is_some_and(|(at, _)| now.saturating_duration_since(*at) > server.demand_window)
+            || inst.demand.len() > MAX_DEMAND_SAMPLES
         {
-            inst.demand.pop_front();
-        }
-        // An instance pulsing abnormally fast cannot grow its history without bound.
-        while inst.demand.len() > MAX_DEMAND_SAMPLES {
-            inst.demand.pop_front();
+            if let Some((_, old)) = inst.demand.pop_front() {
+                sub_counts(&mut inst.demand_sum, &old);
+                sub_counts(&mut shard.demand_total, &old);
+            }
         }
         shard.pulses += 1;
         Ok(())
@@ -364,9 +391,14 @@ impl Fleets {
 }
 
 fn expire(shard: &mut Shard, now: Instant, ttl: Duration) {
-    shard
-        .instances
-        .retain(|_, i| now.saturating_duration_since(i.last_seen) <= ttl);
+    let total = &mut shard.demand_total;
+    shard.instances.retain(|_, i| {
+        let live = now.saturating_duration_since(i.last_seen) <= ttl;
+        if !live {
+            sub_counts(total, &i.demand_sum);
+        }
+        live
+    });
 }
 
 /// The policy one instance gets: the fleet policy in v1 terms first (so v1 SDKs obey it),
@@ -432,7 +464,7 @@ fn split(shard: Option<&Shard>, instance: Option<&str>, tag: &str, budget: f64) 
     let Some(mine) = mine else {
         return budget / (n.max(1) as f64);
     };
-    let total: f64 = shard.instances.values().map(|i| i.demand_of(tag)).sum();
+    let total = shard.demand_total.get(tag).copied().unwrap_or(0) as f64;
     let eps = if total > 0.0 {
         total * 0.02 / n as f64
     } else {
@@ -482,6 +514,46 @@ mod tests {
         assert!((total - 100.0).abs() < 1e-9, "{shares:?}");
         assert!(shares[1] > 2.5 * shares[0] && shares[2] < 2.0, "{shares:?}");
         assert!((split(Some(shard), None, "free", 90.0) - 30.0).abs() < 1e-9);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn demand_totals_follow_ingest_age_out_and_expiry() {
+        let mut server = ServerConfig::default();
+        server.demand_window = Duration::from_secs(10);
+        server.instance_ttl = Duration::from_secs(30);
+        let mut engine = Config::default();
+        engine.tags.insert("free".into(), 10);
+        let mut f = Fleets::default();
+        let start = Instant::now();
+        let recomputed = |shard: &Shard| -> BTreeMap<String, u64> {
+            let mut sums = BTreeMap::new();
+            for inst in shard.instances.values() {
+                for (_, d) in &inst.demand {
+                    add_counts(&mut sums, d);
+                }
+            }
+            sums
+        };
+        for step in 0..45u64 {
+            let now = start + Duration::from_secs(step);
+            // `a` pulses all along, `b` stops at 10 s (and expires), `c` pulses every 3 s.
+            for (id, n, live) in [
+                ("a", 5, true),
+                ("b", 7, step < 10),
+                ("c", 11, step % 3 == 0),
+            ] {
+                if live {
+                    let body = pulse(id, vec![tm("free", n), tm("pro", n + 1)]);
+                    f.ingest("o", &body, now, &server, &engine).unwrap();
+                }
+            }
+            f.tick(now, Duration::from_secs(step), &server, &engine);
+            let shard = f.shard("o", "").unwrap();
+            assert_eq!(shard.demand_total, recomputed(shard), "at {step} s");
+        }
+        let shard = f.shard("o", "").unwrap();
+        assert!(!shard.instances.contains_key("b"), "b expired");
+        assert_eq!(shard.demand_total["free"], recomputed(shard)["free"]);
     }
 
     #[tokio::test(start_paused = true)]
