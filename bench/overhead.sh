@@ -4,7 +4,8 @@
 #   bench/overhead.sh [throughput|memory|all]        (default: all)
 #
 # throughput: builds `examples/overhead` in release, then for ROUNDS rounds runs each mode
-#   (bare, gate, governor, concurrency, and bare a second time to measure the noise) in a
+#   (bare, gate, gate-lean (no Admission extension), governor, concurrency, and bare a
+#   second time to measure the noise) in a
 #   shuffled order: the server pinned to SERVER_CPU, the load generator to LOAD_CPU, on
 #   127.0.0.1. Per mode: median requests/s, the median of the per-round ratios to bare,
 #   median p99, and the server's CPU time per request (utime+stime from /proc/PID/stat
@@ -112,7 +113,7 @@ machine() {
 }
 
 throughput() {
-    local runs="$OUT/runs.tsv" modes=(bare gate governor concurrency bare2)
+    local runs="$OUT/runs.tsv" modes=(bare gate gate-lean governor concurrency bare2)
     printf 'round\tmode\trequests\trps\tp99_us\tnon2xx\tcpu_us_per_req\n' >"$runs"
     machine
     for round in $(seq 1 "$ROUNDS"); do
@@ -146,8 +147,8 @@ summarize() {
         END {
             printf "| mode | req/s (median) | ratio to bare | p99 (us) | CPU us/req | CPU ratio to bare |\n"
             printf "|---|---|---|---|---|---|\n"
-            split("bare bare2 gate governor concurrency", order, " ")
-            for (k = 1; k <= 5; k++) {
+            split("bare bare2 gate gate-lean governor concurrency", order, " ")
+            for (k = 1; k <= 6; k++) {
                 m = order[k]; if (!(m in seen)) continue
                 n = 0
                 for (r in rounds) {

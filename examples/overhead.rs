@@ -54,6 +54,8 @@ pub(crate) enum Mode {
     Bare,
     /// `GateLayer` with the header tagger, rules loaded, none firing.
     Gate,
+    /// The same without the `Admission` request extension (no handler reads it here).
+    GateLean,
     /// `tower_governor`, quota never reached.
     Governor,
     /// tower's `LoadShed` + `ConcurrencyLimit`, limit never reached.
@@ -65,6 +67,7 @@ impl Mode {
         match s {
             "bare" => Some(Self::Bare),
             "gate" => Some(Self::Gate),
+            "gate-lean" => Some(Self::GateLean),
             "governor" => Some(Self::Governor),
             "concurrency" => Some(Self::Concurrency),
             _ => None,
@@ -98,6 +101,10 @@ pub(crate) fn app(mode: Mode, ws: Option<WaitState>) -> Router {
         Mode::Gate => {
             let ws = ws.unwrap_or_else(waitstate);
             router.layer(GateLayer::new(ws, HeaderTagger::new()))
+        }
+        Mode::GateLean => {
+            let ws = ws.unwrap_or_else(waitstate);
+            router.layer(GateLayer::new(ws, HeaderTagger::new()).admission_extension(false))
         }
         Mode::Governor => {
             // One token per nanosecond with a burst of a million: never reached.

@@ -23,6 +23,7 @@ pub struct GateLayer<T, R = DefaultRejection, C = DefaultClassifier> {
     rejection: R,
     classifier: C,
     dry_run_header: bool,
+    admission_extension: bool,
 }
 
 impl<T, R, C> fmt::Debug for GateLayer<T, R, C> {
@@ -33,6 +34,7 @@ impl<T, R, C> fmt::Debug for GateLayer<T, R, C> {
             .field("rejection", &std::any::type_name::<R>())
             .field("classifier", &std::any::type_name::<C>())
             .field("dry_run_header", &self.dry_run_header)
+            .field("admission_extension", &self.admission_extension)
             .finish()
     }
 }
@@ -47,6 +49,7 @@ impl<T> GateLayer<T> {
             rejection: DefaultRejection::default(),
             classifier: DefaultClassifier,
             dry_run_header: true,
+            admission_extension: true,
         }
     }
 }
@@ -61,6 +64,7 @@ impl<T, R, C> GateLayer<T, R, C> {
             rejection,
             classifier: self.classifier,
             dry_run_header: self.dry_run_header,
+            admission_extension: self.admission_extension,
         }
     }
 
@@ -74,6 +78,7 @@ impl<T, R, C> GateLayer<T, R, C> {
             rejection: self.rejection,
             classifier,
             dry_run_header: self.dry_run_header,
+            admission_extension: self.admission_extension,
         }
     }
 
@@ -81,6 +86,15 @@ impl<T, R, C> GateLayer<T, R, C> {
     /// `x-waitstate-dry-run: <reason>` header (on by default).
     pub fn dry_run_header(mut self, yes: bool) -> Self {
         self.dry_run_header = yes;
+        self
+    }
+
+    /// Put the [`Admission`](crate::Admission) (tag, weight, dry-run verdict) in each admitted
+    /// request's extensions, for handlers and extractors (on by default). Off saves an
+    /// allocation or three per request (the `Admission`, and the extensions map when the
+    /// request has none yet): turn it off when no handler reads it.
+    pub fn admission_extension(mut self, yes: bool) -> Self {
+        self.admission_extension = yes;
         self
     }
 
@@ -107,6 +121,7 @@ where
                 rejection: self.rejection.clone(),
                 classifier: self.classifier.clone(),
                 dry_run_header: self.dry_run_header,
+                admission_extension: self.admission_extension,
             }),
         )
     }

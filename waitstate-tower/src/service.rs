@@ -21,6 +21,7 @@ pub(crate) struct Shared<T, R, C> {
     pub(crate) rejection: R,
     pub(crate) classifier: C,
     pub(crate) dry_run_header: bool,
+    pub(crate) admission_extension: bool,
 }
 
 /// The service [`GateLayer`](crate::GateLayer) builds. Cheap to clone: the engine and the
@@ -87,7 +88,9 @@ where
             Verdict::Exempt => ResponseFuture::exempt(self.inner.call(req)),
             Verdict::Admitted { permit, admission } => {
                 let dry = admission.would_reject.filter(|_| shared.dry_run_header);
-                req.extensions_mut().insert(admission);
+                if shared.admission_extension {
+                    req.extensions_mut().insert(admission);
+                }
                 ResponseFuture::allowed(
                     self.inner.call(req),
                     permit,

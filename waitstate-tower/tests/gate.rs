@@ -553,3 +553,28 @@ async fn cohort_keys_reach_the_engine_so_throttling_is_consistent_per_user() {
         "about half the users: {admitted}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_admission_extension_can_be_turned_off() {
+    let ws = ws();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
+    let svc = GateLayer::new(ws.clone(), HeaderTagger::new())
+        .admission_extension(false)
+        .layer(service_fn(move |r: Request<Body>| {
+            if r.extensions().get::<Admission>().is_some() {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+            async { Ok::<_, Infallible>(Response::new(Body::default())) }
+        }));
+    assert_eq!(
+        svc.oneshot(req("pro")).await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(seen.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        ws.counters("pro").unwrap().admitted,
+        1,
+        "still gated and counted"
+    );
+}
