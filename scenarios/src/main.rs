@@ -7,13 +7,15 @@
 //! timeout that answers 503), driven open-loop over loopback by Poisson arrivals of three
 //! tiers. The results (SCENARIOS.md) come from this tool.
 //!
-//! Options: `--scenario NAME|all` (default `surge`; names: surge, slow, errors, expensive),
+//! Options: `--scenario NAME|all` (default `surge`; names: surge, slow, errors, expensive;
+//! `soak` runs the soak instead, for `--soak-secs N`, default 600: see `soak.rs`),
 //! `--out DIR` (default `target/scenarios`: NAME.json and NAME.png per scenario),
 //! `--quick` (short phases, for a smoke run), `--ways LIST` (comma-separated subset of
 //! `none,static,waitstate`), `--config PATH` (another WaitState configuration than the
 //! published `scenarios/waitstate.toml`, which is built in).
 
 mod plot;
+mod soak;
 mod stats;
 
 use std::path::PathBuf;
@@ -471,6 +473,9 @@ struct Args {
     quick: bool,
     ways: Vec<Way>,
     config: String,
+    /// `--scenario soak`: the soak instead of the overload scenarios.
+    soak: bool,
+    soak_secs: u64,
 }
 
 fn args() -> Result<Args, String> {
@@ -480,6 +485,8 @@ fn args() -> Result<Args, String> {
         quick: false,
         ways: Way::ALL.to_vec(),
         config: WAITSTATE_TOML.to_owned(),
+        soak: false,
+        soak_secs: 600,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -490,16 +497,25 @@ fn args() -> Result<Args, String> {
                 out.config = std::fs::read_to_string(&path)
                     .map_err(|e| format!("cannot read {path}: {e}"))?;
             }
+            "--soak-secs" => {
+                out.soak_secs = it
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .ok_or("--soak-secs takes a number of seconds")?;
+            }
             "--out" => out.out = it.next().ok_or("--out takes a directory")?.into(),
             "--scenario" => {
                 let name = it.next().ok_or("--scenario takes a name or `all`")?;
-                out.scenarios = if name == "all" {
+                out.soak = name == "soak";
+                out.scenarios = if name == "soak" {
+                    Vec::new()
+                } else if name == "all" {
                     SCENARIOS.to_vec()
                 } else {
                     vec![*SCENARIOS.iter().find(|s| s.name == name).ok_or_else(|| {
                         let names: Vec<_> = SCENARIOS.iter().map(|s| s.name).collect();
                         format!(
-                            "unknown scenario `{name}` (one of {}, all)",
+                            "unknown scenario `{name}` (one of {}, soak, all)",
                             names.join(", ")
                         )
                     })?]
@@ -520,7 +536,7 @@ fn args() -> Result<Args, String> {
             }
             other => {
                 return Err(format!(
-                    "unknown argument `{other}` (try --scenario, --out, --quick, --ways, --config)"
+                    "unknown argument `{other}` (try --scenario, --out, --quick, --ways, --config, --soak-secs)"
                 ));
             }
         }
@@ -532,6 +548,23 @@ fn args() -> Result<Args, String> {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = args().map_err(|e| -> Box<dyn std::error::Error> { e.into() })?;
     std::fs::create_dir_all(&args.out)?;
+    if args.soak {
+        println!(
+            "## soak ({} s, WaitState only)\n\nbackend: {POOL} connections, capacity {:.0} req/s; load {:.0} req/s \
+             (80%), enterprise/pro/free {:?} of the 95% not flooded, 5% with a fresh random tag each, \
+             2% of requests dropped by the client (half before the answer, half after the first body chunk)\n",
+            args.soak_secs,
+            capacity_rps(),
+            capacity_rps() * 0.8,
+            MIX,
+        );
+        let v = soak::run(args.soak_secs, &args.config).await?;
+        println!("{}", soak::report(&v));
+        let json_path = args.out.join("soak.json");
+        std::fs::write(&json_path, serde_json::to_string_pretty(&v)?)?;
+        println!("written: {}", json_path.display());
+        return Ok(());
+    }
     for scenario in &args.scenarios {
         let scenario = if args.quick {
             scenario.quick()
