@@ -14,6 +14,7 @@
 //! `none,static,waitstate`), `--config PATH` (another WaitState configuration than the
 //! published `scenarios/waitstate.toml`, which is built in).
 
+mod fleet;
 mod plot;
 mod soak;
 mod stats;
@@ -270,9 +271,13 @@ impl Way {
 
 /// The app for one way.
 fn app(way: Way, weather: Arc<Weather>, ws: Option<WaitState>) -> Router {
-    let router = Router::new()
-        .route("/", get(handler))
-        .with_state(Backend::new(weather));
+    app_on(way, Backend::new(weather), ws, capacity_rps())
+}
+
+/// The app for one way, in front of `backend` (shared by a fleet's instances), the static
+/// limit at `static_rps`.
+fn app_on(way: Way, backend: Backend, ws: Option<WaitState>, static_rps: f64) -> Router {
+    let router = Router::new().route("/", get(handler)).with_state(backend);
     match (way, ws) {
         (Way::WaitState, Some(ws)) => router.layer(GateLayer::new(
             ws,
@@ -281,8 +286,8 @@ fn app(way: Way, weather: Arc<Weather>, ws: Option<WaitState>) -> Router {
         (Way::Static, _) => {
             // The rate that fits capacity in calm weather, a burst of a tenth of a second.
             let config = GovernorConfigBuilder::default()
-                .per_nanosecond((1e9 / capacity_rps()) as u64)
-                .burst_size((capacity_rps() / 10.0) as u32)
+                .per_nanosecond((1e9 / static_rps) as u64)
+                .burst_size(((static_rps / 10.0) as u32).max(1))
                 .key_extractor(GlobalKeyExtractor)
                 .finish()
                 .expect("a valid governor configuration");
@@ -349,7 +354,7 @@ async fn run(
         .build_http();
     let uri: http::Uri = format!("http://{addr}/").parse()?;
     let total = scenario.total_s();
-    let buckets: Arc<Vec<[Bucket; 3]>> = Arc::new((0..total).map(|_| Default::default()).collect());
+    let buckets: Arc<[[Bucket; 3]]> = (0..total).map(|_| Default::default()).collect();
     let outstanding = Arc::new(AtomicU64::new(0));
     // First 429 after the onset, in µs from the start (u64::MAX: none yet).
     let first_shed = Arc::new(AtomicU64::new(u64::MAX));
@@ -396,53 +401,20 @@ async fn run(
                     continue;
                 }
                 outstanding.fetch_add(1, Relaxed);
-                let (client, uri, buckets, outstanding, first_shed) = (
-                    client.clone(),
-                    uri.clone(),
-                    buckets.clone(),
-                    outstanding.clone(),
-                    first_shed.clone(),
-                );
-                tokio::spawn(async move {
-                    let sent = Instant::now();
-                    let mut req = http::Request::get(uri).header("x-waitstate-tag", TIERS[tier]);
-                    if search {
-                        req = req
-                            .header("x-search", "1")
-                            .header("x-waitstate-weight", "100");
-                    }
-                    let req = req.body(Empty::<Bytes>::new()).expect("a valid request");
-                    let result = timeout(CLIENT_TIMEOUT, async {
-                        let res = client.request(req).await?;
-                        let status = res.status();
-                        res.into_body().collect().await?;
-                        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(status)
-                    })
-                    .await;
-                    let latency = sent.elapsed();
-                    let b = &buckets[sec][tier];
-                    match result {
-                        Ok(Ok(StatusCode::TOO_MANY_REQUESTS)) => {
-                            b.shed.fetch_add(1, Relaxed);
-                            let at = (sent - start).as_micros() as u64;
-                            if at >= onset.as_micros() as u64 {
-                                first_shed.fetch_min(at, Relaxed);
-                            }
-                        }
-                        Ok(Ok(StatusCode::OK)) => {
-                            b.succeeded.fetch_add(1, Relaxed);
-                            if latency <= GOOD_LATENCY {
-                                b.good.fetch_add(1, Relaxed);
-                            }
-                            b.latency.record(latency);
-                        }
-                        _ => {
-                            b.errors.fetch_add(1, Relaxed);
-                            b.latency.record(latency);
-                        }
-                    }
-                    outstanding.fetch_sub(1, Relaxed);
-                });
+                tokio::spawn(send(
+                    Shot {
+                        client: client.clone(),
+                        uri: uri.clone(),
+                        buckets: buckets.clone(),
+                        outstanding: outstanding.clone(),
+                        first_shed: first_shed.clone(),
+                        start,
+                        onset,
+                    },
+                    sec,
+                    tier,
+                    search,
+                ));
             }
         }
         sleep(Duration::from_millis(2)).await;
@@ -464,6 +436,72 @@ async fn run(
     })
 }
 
+/// Where one request goes and where its outcome is filed.
+#[derive(Clone, Debug)]
+struct Shot {
+    client: Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
+    uri: http::Uri,
+    buckets: Arc<[[Bucket; 3]]>,
+    outstanding: Arc<AtomicU64>,
+    /// First 429 after the onset, in µs from the start (u64::MAX: none yet).
+    first_shed: Arc<AtomicU64>,
+    start: Instant,
+    onset: Duration,
+}
+
+/// Sends one request of `tier` (a weight-100 search if `search`) and files its outcome
+/// under second `sec`.
+async fn send(shot: Shot, sec: usize, tier: usize, search: bool) {
+    let Shot {
+        client,
+        uri,
+        buckets,
+        outstanding,
+        first_shed,
+        start,
+        onset,
+    } = shot;
+
+    let sent = Instant::now();
+    let mut req = http::Request::get(uri).header("x-waitstate-tag", TIERS[tier]);
+    if search {
+        req = req
+            .header("x-search", "1")
+            .header("x-waitstate-weight", "100");
+    }
+    let req = req.body(Empty::<Bytes>::new()).expect("a valid request");
+    let result = timeout(CLIENT_TIMEOUT, async {
+        let res = client.request(req).await?;
+        let status = res.status();
+        res.into_body().collect().await?;
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(status)
+    })
+    .await;
+    let latency = sent.elapsed();
+    let b = &buckets[sec][tier];
+    match result {
+        Ok(Ok(StatusCode::TOO_MANY_REQUESTS)) => {
+            b.shed.fetch_add(1, Relaxed);
+            let at = (sent - start).as_micros() as u64;
+            if at >= onset.as_micros() as u64 {
+                first_shed.fetch_min(at, Relaxed);
+            }
+        }
+        Ok(Ok(StatusCode::OK)) => {
+            b.succeeded.fetch_add(1, Relaxed);
+            if latency <= GOOD_LATENCY {
+                b.good.fetch_add(1, Relaxed);
+            }
+            b.latency.record(latency);
+        }
+        _ => {
+            b.errors.fetch_add(1, Relaxed);
+            b.latency.record(latency);
+        }
+    }
+    outstanding.fetch_sub(1, Relaxed);
+}
+
 // ---------------------------------------------------------------- the tool
 
 #[derive(Debug)]
@@ -476,6 +514,10 @@ struct Args {
     /// `--scenario soak`: the soak instead of the overload scenarios.
     soak: bool,
     soak_secs: u64,
+    /// `--scenario fleet|cp-loss`: the fleet scenarios to run.
+    fleet: Vec<fleet::FleetScenario>,
+    /// `--ways` for the fleet scenarios (`None`: each scenario's default).
+    fleet_ways: Option<Vec<fleet::FleetWay>>,
 }
 
 fn args() -> Result<Args, String> {
@@ -487,6 +529,8 @@ fn args() -> Result<Args, String> {
         config: WAITSTATE_TOML.to_owned(),
         soak: false,
         soak_secs: 600,
+        fleet: Vec::new(),
+        fleet_ways: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -507,7 +551,12 @@ fn args() -> Result<Args, String> {
             "--scenario" => {
                 let name = it.next().ok_or("--scenario takes a name or `all`")?;
                 out.soak = name == "soak";
-                out.scenarios = if name == "soak" {
+                out.fleet = fleet::FLEET_SCENARIOS
+                    .iter()
+                    .filter(|f| f.name == name)
+                    .copied()
+                    .collect();
+                out.scenarios = if name == "soak" || !out.fleet.is_empty() {
                     Vec::new()
                 } else if name == "all" {
                     SCENARIOS.to_vec()
@@ -515,7 +564,7 @@ fn args() -> Result<Args, String> {
                     vec![*SCENARIOS.iter().find(|s| s.name == name).ok_or_else(|| {
                         let names: Vec<_> = SCENARIOS.iter().map(|s| s.name).collect();
                         format!(
-                            "unknown scenario `{name}` (one of {}, soak, all)",
+                            "unknown scenario `{name}` (one of {}, fleet, cp-loss, soak, all)",
                             names.join(", ")
                         )
                     })?]
@@ -525,6 +574,21 @@ fn args() -> Result<Args, String> {
                 let list = it
                     .next()
                     .ok_or("--ways takes a list: none,static,waitstate")?;
+                if list.split(',').any(|k| k == "local" || k == "fleet") {
+                    out.fleet_ways = Some(
+                        list.split(',')
+                            .map(|k| {
+                                fleet::FleetWay::ALL
+                                    .into_iter()
+                                    .find(|w| w.key() == k)
+                                    .ok_or_else(|| {
+                                        format!("unknown way `{k}` (none, static, local, fleet)")
+                                    })
+                            })
+                            .collect::<Result<_, _>>()?,
+                    );
+                    continue;
+                }
                 out.ways =
                     list.split(',')
                         .map(|k| {
@@ -542,6 +606,146 @@ fn args() -> Result<Args, String> {
         }
     }
     Ok(out)
+}
+
+/// Runs one fleet scenario (5 or 6) every way asked, prints and writes its results.
+async fn run_fleet(
+    args: &Args,
+    scenario: &fleet::FleetScenario,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use fleet::FleetWay;
+    let scenario = if args.quick {
+        scenario.quick()
+    } else {
+        *scenario
+    };
+    let ways = args.fleet_ways.clone().unwrap_or_else(|| {
+        if scenario.name == "cp-loss" {
+            vec![FleetWay::Fleet]
+        } else {
+            FleetWay::ALL.to_vec()
+        }
+    });
+    println!(
+        "## {} ({})\n\n{}\n",
+        scenario.name,
+        scenario.title,
+        fleet::describe(&scenario)
+    );
+    let mut results = Vec::new();
+    for way in &ways {
+        eprint!("{} / {}: ", scenario.name, way.name());
+        let r = fleet::run(&scenario, *way, &args.config).await?;
+        eprintln!(" done");
+        let (f, each) = fleet::figures(&scenario, &r);
+        results.push((*way, r, f, each));
+    }
+    let table: Vec<(&str, &stats::Figures, &[stats::Figures])> = results
+        .iter()
+        .map(|(w, _, f, e)| (w.name(), f, e.as_slice()))
+        .collect();
+    println!("{}", fleet::markdown_table(&table));
+    for (w, r, _, _) in &results {
+        if *w == FleetWay::Fleet {
+            for (what, at) in &r.cp_events {
+                println!("{}: {what} at {at:.2} s", w.name());
+            }
+            println!("\n{} per second:\n", w.name());
+            println!("{}", fleet::state_table(r, 0, r.states.len() as u64));
+        }
+    }
+    let tier_json = |timeline: &stats::Timeline| {
+        timeline
+            .iter()
+            .enumerate()
+            .map(|(s, tiers)| {
+                serde_json::json!({
+                    "t": s,
+                    "tiers": tiers.iter().zip(TIERS).map(|(t, name)| serde_json::json!({
+                        "tier": name,
+                        "offered": t.offered,
+                        "admitted": t.admitted(),
+                        "succeeded": t.succeeded,
+                        "shed": t.shed,
+                        "errors": t.errors,
+                        "p50_ms": t.latency.quantile_ms(0.5),
+                        "p95_ms": t.latency.quantile_ms(0.95),
+                        "p99_ms": t.latency.quantile_ms(0.99),
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    let json = serde_json::json!({
+        "scenario": scenario.name,
+        "title": scenario.title,
+        "quick": args.quick,
+        "capacity_rps": capacity_rps(),
+        "window": scenario.window(),
+        "describe": fleet::describe(&scenario),
+        "ways": results.iter().map(|(w, r, f, each)| serde_json::json!({
+            "way": w.key(),
+            "fleet_figures": f,
+            "fleet_goals": stats::goals(f),
+            "instance_figures": each,
+            "control_plane_events": r.cp_events,
+            "per_second_state": r.states,
+            "per_second_fleet": tier_json(&r.merged),
+            "per_second_instances": r.timelines.iter().map(&tier_json).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    });
+    let json_path = args.out.join(format!("{}.json", scenario.name));
+    std::fs::write(&json_path, serde_json::to_string_pretty(&json)?)?;
+    let window = scenario.window();
+    let mut written = vec![json_path.display().to_string()];
+    if results.len() == 1 {
+        // One way: a column per instance.
+        let r = &results[0].1;
+        let names = ["instance 0 (hit)", "instance 1", "instance 2"];
+        let panels: Vec<plot::Panel<'_>> = r
+            .timelines
+            .iter()
+            .zip(names)
+            .map(|(t, n)| plot::Panel {
+                title: n,
+                timeline: t,
+            })
+            .collect();
+        let path = args.out.join(format!("{}.png", scenario.name));
+        plot::render(&path, scenario.title, window, capacity_rps(), &panels)?;
+        written.push(path.display().to_string());
+    } else {
+        // Several ways: the instances the surge did not hit (1 and 2 merged), then the hit one.
+        let quiet: Vec<stats::Timeline> = results
+            .iter()
+            .map(|(_, r, _, _)| fleet::merge(&r.timelines[1..]))
+            .collect();
+        let panels: Vec<plot::Panel<'_>> = results
+            .iter()
+            .zip(&quiet)
+            .map(|((w, _, _, _), t)| plot::Panel {
+                title: w.name(),
+                timeline: t,
+            })
+            .collect();
+        let path = args.out.join(format!("{}.png", scenario.name));
+        let title = format!("{} - instances 1 and 2 (not hit)", scenario.title);
+        plot::render(&path, &title, window, capacity_rps(), &panels)?;
+        written.push(path.display().to_string());
+        let panels: Vec<plot::Panel<'_>> = results
+            .iter()
+            .map(|(w, r, _, _)| plot::Panel {
+                title: w.name(),
+                timeline: &r.timelines[0],
+            })
+            .collect();
+        let path = args.out.join(format!("{}-hit.png", scenario.name));
+        let title = format!("{} - instance 0 (hit)", scenario.title);
+        plot::render(&path, &title, window, capacity_rps(), &panels)?;
+        written.push(path.display().to_string());
+    }
+    println!("written: {}\n", written.join(", "));
+    Ok(())
 }
 
 #[tokio::main]
@@ -564,6 +768,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::fs::write(&json_path, serde_json::to_string_pretty(&v)?)?;
         println!("written: {}", json_path.display());
         return Ok(());
+    }
+    for scenario in &args.fleet {
+        run_fleet(&args, scenario).await?;
     }
     for scenario in &args.scenarios {
         let scenario = if args.quick {

@@ -31,7 +31,7 @@ impl TierSample {
         self.offered.saturating_sub(self.shed)
     }
 
-    fn add(&mut self, other: &TierSample) {
+    pub(crate) fn add(&mut self, other: &TierSample) {
         self.offered += other.offered;
         self.succeeded += other.succeeded;
         self.good += other.good;
