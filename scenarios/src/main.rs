@@ -8,7 +8,9 @@
 //! tiers. The results (SCENARIOS.md) come from this tool.
 //!
 //! Options: `--scenario NAME|all` (default `surge`; names: surge, slow, errors, expensive;
-//! `soak` runs the soak instead, for `--soak-secs N`, default 600: see `soak.rs`),
+//! `soak` runs the soak instead, for `--soak-secs N`, default 600: see `soak.rs`; with
+//! `--replot` it only redraws soak.png from `--out`'s soak.json; `fleet` and `cp-loss` are
+//! scenarios 5 and 6, see `fleet.rs`, with ways `none,static,local,fleet`),
 //! `--out DIR` (default `target/scenarios`: NAME.json and NAME.png per scenario),
 //! `--quick` (short phases, for a smoke run), `--ways LIST` (comma-separated subset of
 //! `none,static,waitstate`), `--config PATH` (another WaitState configuration than the
@@ -514,6 +516,8 @@ struct Args {
     /// `--scenario soak`: the soak instead of the overload scenarios.
     soak: bool,
     soak_secs: u64,
+    /// `--replot`: with `--scenario soak`, redraw soak.png from `--out`'s soak.json.
+    replot: bool,
     /// `--scenario fleet|cp-loss`: the fleet scenarios to run.
     fleet: Vec<fleet::FleetScenario>,
     /// `--ways` for the fleet scenarios (`None`: each scenario's default).
@@ -529,6 +533,7 @@ fn args() -> Result<Args, String> {
         config: WAITSTATE_TOML.to_owned(),
         soak: false,
         soak_secs: 600,
+        replot: false,
         fleet: Vec::new(),
         fleet_ways: None,
     };
@@ -536,6 +541,7 @@ fn args() -> Result<Args, String> {
     while let Some(a) = it.next() {
         match a.as_str() {
             "--quick" => out.quick = true,
+            "--replot" => out.replot = true,
             "--config" => {
                 let path = it.next().ok_or("--config takes a path")?;
                 out.config = std::fs::read_to_string(&path)
@@ -762,11 +768,36 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             capacity_rps() * 0.8,
             MIX,
         );
-        let v = soak::run(args.soak_secs, &args.config).await?;
-        println!("{}", soak::report(&v));
         let json_path = args.out.join("soak.json");
-        std::fs::write(&json_path, serde_json::to_string_pretty(&v)?)?;
-        println!("written: {}", json_path.display());
+        let samples = if args.replot {
+            // Redraw the plot from an earlier run's JSON.
+            let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json_path)?)?;
+            serde_json::from_value::<Vec<soak::Sample>>(v["samples"].clone())?
+        } else {
+            let v = soak::run(args.soak_secs, &args.config).await?;
+            println!("{}", soak::report(&v));
+            std::fs::write(&json_path, serde_json::to_string_pretty(&v)?)?;
+            v.samples
+        };
+        let png_path = args.out.join("soak.png");
+        let points: Vec<(u64, u64, u64)> = samples
+            .iter()
+            .map(|s| (s.t_s, s.rss_kb, s.in_flight))
+            .collect();
+        plot::render_soak(
+            &png_path,
+            &format!(
+                "Soak: {} s at 80% of capacity, tag flood, client disconnects",
+                args.soak_secs
+            ),
+            soak::WARM_UP.as_secs().min(args.soak_secs / 2),
+            &points,
+        )?;
+        println!(
+            "written: {} and {}",
+            json_path.display(),
+            png_path.display()
+        );
         return Ok(());
     }
     for scenario in &args.fleet {

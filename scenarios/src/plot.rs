@@ -236,3 +236,60 @@ pub(crate) fn render(
     root.present()?;
     Ok(())
 }
+
+/// The soak's figure: RSS (MB) on top, the engine's in-flight gauge below, one point per
+/// sample (`(t_s, rss_kb, in_flight)`); the warm-up is shaded.
+pub(crate) fn render_soak(
+    path: &Path,
+    title: &str,
+    warm_up_s: u64,
+    samples: &[(u64, u64, u64)],
+) -> Result<(), Error> {
+    let root = BitMapBackend::new(path, (WIDTH, HEIGHT / 2 + 120)).into_drawing_area();
+    root.fill(&WHITE)?;
+    text(&root, 12, 10, title, 2, &BLACK)?;
+    text(
+        &root,
+        12,
+        34,
+        "shaded: warm-up (not judged)    x: seconds    one point per 10 s sample",
+        1,
+        &BLACK,
+    )?;
+    let body = root.margin(52, 0, 0, 0);
+    let (left, right) = body.split_horizontally(WIDTH / 2);
+    let x_max = samples.iter().map(|s| s.0).max().unwrap_or(1).max(1) as f64;
+    let shade = Window {
+        onset_s: 0,
+        end_s: warm_up_s,
+    };
+    let rss: Vec<(f64, f64)> = samples
+        .iter()
+        .map(|s| (s.0 as f64, s.1 as f64 / 1024.0))
+        .collect();
+    let y_rss = rss.iter().map(|p| p.1).fold(1.0, f64::max) * 1.2;
+    chart(
+        &root,
+        &left,
+        "RSS of the process (MB): client, server and engine",
+        x_max,
+        y_rss,
+        shade,
+        &[rss, Vec::new(), Vec::new()],
+        None,
+    )?;
+    let in_flight: Vec<(f64, f64)> = samples.iter().map(|s| (s.0 as f64, s.2 as f64)).collect();
+    let y_in = in_flight.iter().map(|p| p.1).fold(5.0, f64::max) * 1.2;
+    chart(
+        &root,
+        &right,
+        "requests in flight (engine gauge)",
+        x_max,
+        y_in,
+        shade,
+        &[in_flight, Vec::new(), Vec::new()],
+        None,
+    )?;
+    root.present()?;
+    Ok(())
+}

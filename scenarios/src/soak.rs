@@ -24,7 +24,7 @@ use http_body::Frame;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::time::{Instant, Sleep, sleep, timeout};
 use waitstate_core::{Config, WaitState};
 use waitstate_tower::{GateLayer, HeaderTagger};
@@ -42,7 +42,7 @@ const DISCONNECT_SHARE: f64 = 0.02;
 const SAMPLE_EVERY: Duration = Duration::from_secs(10);
 /// Samples before this are warm-up (not used to judge memory): the flood fills the tag
 /// cap (256) in about a minute at 80 req/s.
-const WARM_UP: Duration = Duration::from_secs(120);
+pub(crate) const WARM_UP: Duration = Duration::from_secs(120);
 /// The body's second chunk comes this long after the first.
 const BODY_GAP: Duration = Duration::from_millis(40);
 /// Memory is flat when the last sample after warm-up is within this share of the first,
@@ -140,11 +140,11 @@ struct ClientCounts {
 }
 
 /// One sample of the run.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct Sample {
-    t_s: u64,
-    rss_kb: u64,
-    in_flight: u64,
+    pub(crate) t_s: u64,
+    pub(crate) rss_kb: u64,
+    pub(crate) in_flight: u64,
     tags_tracked: usize,
     engine_offered: u64,
     engine_admitted: u64,
@@ -291,7 +291,7 @@ pub(crate) struct Verdict {
     client_agrees_with_engine: bool,
     memory: Option<Memory>,
     groups: Vec<GroupCheck>,
-    samples: Vec<Sample>,
+    pub(crate) samples: Vec<Sample>,
 }
 
 /// Engine totals of every tag: (offered, admitted, rejected), and per group (offered,
