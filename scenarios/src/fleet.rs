@@ -164,9 +164,9 @@ impl FleetWay {
     pub(crate) fn name(self) -> &'static str {
         match self {
             FleetWay::None => "no gate",
-            FleetWay::Static => "static limit, 33/s per instance",
-            FleetWay::Local => "WaitState, local rules only",
-            FleetWay::Fleet => "WaitState + control plane",
+            FleetWay::Static => "static 33/s each",
+            FleetWay::Local => "WaitState local",
+            FleetWay::Fleet => "WaitState + CP",
         }
     }
 
