@@ -536,6 +536,14 @@ pub(crate) fn markdown_table(runs: &[(&str, &Figures, &[Figures])]) -> String {
     out
 }
 
+/// Tag names as Markdown code (`__default__` would otherwise render bold).
+fn code(tags: &[String]) -> String {
+    tags.iter()
+        .map(|t| format!("`{t}`"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The per-second control state of a run as a Markdown table (instance 1's view: the
 /// instances agree on the fleet policy; safe mode and lease per instance are in the JSON),
 /// with the fleet's per-second enterprise p99 and shed counts.
@@ -566,8 +574,8 @@ pub(crate) fn state_table(run: &FleetRun, from: u64, to: u64) -> String {
             yes(&|i| i.synced),
             yes(&|i| i.lease_valid),
             yes(&|i| i.safe_mode),
-            st[0].blocked.join(" "),
-            st[1].blocked.join(" "),
+            code(&st[0].blocked),
+            code(&st[1].blocked),
             st.iter()
                 .map(|i| i.priority_floor.map_or("-".to_owned(), |f| f.to_string()))
                 .collect::<Vec<_>>()
