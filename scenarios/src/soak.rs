@@ -7,6 +7,7 @@
 //! tag's counters adding up, the engine's counts agreeing with what the service saw and
 //! with what the client saw, and memory flat after warm-up.
 
+use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -90,8 +91,6 @@ impl http_body::Body for TwoChunks {
         self.sent >= 2
     }
 }
-
-use std::future::Future as _;
 
 async fn handler(State(backend): State<Backend>, _headers: HeaderMap) -> Response {
     match timeout(POOL_TIMEOUT, backend.pool.acquire()).await {
