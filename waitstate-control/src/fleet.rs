@@ -76,6 +76,10 @@ pub(crate) struct Shard {
     reflex: Reflex,
     /// Everything received, per tag (in-flight kept at 0: it is a gauge, see `instances`).
     cumulative: BTreeMap<String, TagCounters>,
+    /// The same, from pulses of one window only: what the fleet rules read. A pulse that
+    /// carries several windows (sent after a failure) holds old telemetry: it is counted,
+    /// but it must not make the rules act now on what happened minutes ago.
+    fresh: BTreeMap<String, TagCounters>,
     custom: Vec<(Option<String>, String, Aggregate)>,
     instances: HashMap<String, Instance>,
     /// Per tag, the recent demand of every live instance, summed: kept up to date at ingest
@@ -109,6 +113,7 @@ impl Shard {
         Ok(Self {
             reflex,
             cumulative: BTreeMap::new(),
+            fresh: BTreeMap::new(),
             custom: Vec::new(),
             instances: HashMap::new(),
             demand_total: BTreeMap::new(),
@@ -286,6 +291,7 @@ impl Fleets {
             }
         }
         let v1 = body.tag_metrics.iter().all(|m| m.admitted.is_none());
+        let fresh = body.windows.unwrap_or(1) <= 1;
         let mut demand = BTreeMap::new();
         let mut in_flight = BTreeMap::new();
         for d in deltas {
@@ -302,16 +308,34 @@ impl Fleets {
                 .entry(tag.clone())
                 .or_default()
                 .merge(&d.counters);
-            for (name, agg) in d.custom {
-                shard.custom.push((Some(tag.clone()), name, agg));
+            if fresh {
+                shard
+                    .fresh
+                    .entry(tag.clone())
+                    .or_default()
+                    .merge(&d.counters);
+                for (name, agg) in d.custom {
+                    shard.custom.push((Some(tag.clone()), name, agg));
+                }
             }
             *demand.entry(tag.clone()).or_insert(0) += d.offered;
             *in_flight.entry(tag).or_insert(0) += d.in_flight;
         }
         if v1 && body.metrics.errors > 0.0 {
             // v1 sends errors for the whole service only.
-            let c = shard.cumulative.entry(DEFAULT_TAG.to_owned()).or_default();
-            c.errors += body.metrics.errors as u64;
+            let errors = body.metrics.errors as u64;
+            shard
+                .cumulative
+                .entry(DEFAULT_TAG.to_owned())
+                .or_default()
+                .errors += errors;
+            if fresh {
+                shard
+                    .fresh
+                    .entry(DEFAULT_TAG.to_owned())
+                    .or_default()
+                    .errors += errors;
+            }
         }
         let inst = shard
             .instances
@@ -362,7 +386,7 @@ impl Fleets {
             }
             let mut reading = Reading::default();
             reading.tags = shard
-                .cumulative
+                .fresh
                 .iter()
                 .map(|(tag, c)| {
                     let mut c = c.clone();
@@ -514,6 +538,45 @@ mod tests {
         assert!((total - 100.0).abs() < 1e-9, "{shares:?}");
         assert!(shares[1] > 2.5 * shares[0] && shares[2] < 2.0, "{shares:?}");
         assert!((split(Some(shard), None, "free", 90.0) - 30.0).abs() < 1e-9);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn carried_windows_are_counted_but_do_not_drive_the_rules() {
+        let server = ServerConfig::default();
+        let engine = Config::from_toml_str(
+            "[tags]\nfree = 10\n[[rules]]\nrule = \"when p95_latency of free > 500ms then block free\"\n",
+        )
+        .unwrap();
+        let slow = |id: &str, windows: Option<u32>| {
+            let mut m = tm("free", 50);
+            m.completed = Some(50);
+            let mut h = Histogram::new();
+            h.record_n_micros(900_000, 50);
+            m.histogram = Some(h.to_sparse());
+            let mut b = pulse(id, vec![m]);
+            b.windows = windows;
+            b
+        };
+        let mut f = Fleets::default();
+        let start = Instant::now();
+        // After an outage: one pulse carrying 5 old windows of slow requests.
+        f.ingest("o", &slow("a", Some(5)), start, &server, &engine)
+            .unwrap();
+        f.tick(start, Duration::from_secs(1), &server, &engine);
+        let shard = f.shard("o", "").unwrap();
+        assert_eq!(shard.view().tags["free"].completed, 50, "counted");
+        assert!(
+            !shard.view().policy.tag_max_weights.contains_key("free"),
+            "not acted on"
+        );
+        // Slow now, in a window of its own: the rule fires.
+        let later = start + Duration::from_secs(1);
+        f.ingest("o", &slow("a", None), later, &server, &engine)
+            .unwrap();
+        f.tick(later, Duration::from_secs(2), &server, &engine);
+        let shard = f.shard("o", "").unwrap();
+        assert_eq!(shard.view().tags["free"].completed, 100);
+        assert_eq!(shard.view().policy.tag_max_weights.get("free"), Some(&0.0));
     }
 
     #[tokio::test(start_paused = true)]
