@@ -28,8 +28,8 @@ use waitstate_core::{Config, ControlPlane, WaitState};
 
 use crate::stats::{self, Figures, TIERS, Timeline, Window};
 use crate::{
-    Backend, Bucket, CALM_UTILISATION, CLIENT_TIMEOUT, MAX_OUTSTANDING, MIX, POOL, Shot, Way,
-    Weather, app_on, capacity_rps, send, uniform,
+    Backend, Bucket, CALM_UTILISATION, MAX_OUTSTANDING, MIX, POOL, Shot, Way, Weather, app_on,
+    capacity_rps, send, uniform,
 };
 
 /// Instances in the fleet.
@@ -381,10 +381,7 @@ pub(crate) async fn run(
         }
         sleep(Duration::from_millis(2)).await;
     }
-    let drain = Instant::now();
-    while outstanding.load(Relaxed) > 0 && drain.elapsed() < CLIENT_TIMEOUT * 2 {
-        sleep(Duration::from_millis(20)).await;
-    }
+    crate::drain(&outstanding).await;
     for s in servers {
         s.abort();
     }

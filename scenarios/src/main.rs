@@ -422,10 +422,7 @@ async fn run(
         sleep(Duration::from_millis(2)).await;
     }
     // Let the requests in flight finish (bounded by the client timeout).
-    let drain = Instant::now();
-    while outstanding.load(Relaxed) > 0 && drain.elapsed() < CLIENT_TIMEOUT * 2 {
-        sleep(Duration::from_millis(20)).await;
-    }
+    drain(&outstanding).await;
     server.abort();
     drop(ws);
     let first = first_shed.load(Relaxed);
@@ -888,4 +885,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     Ok(())
+}
+
+/// Wait until no request of the load generator is outstanding, at most twice the client
+/// timeout (each request gives up by then).
+pub(crate) async fn drain(outstanding: &AtomicU64) {
+    let start = Instant::now();
+    while outstanding.load(Relaxed) > 0 && start.elapsed() < CLIENT_TIMEOUT * 2 {
+        sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -493,10 +493,7 @@ pub(crate) async fn run(secs: u64, config: &str) -> Result<Verdict, Box<dyn std:
     }
     // Drain: the client's requests (bounded by its timeout), then the server's permits
     // (a dropped connection is noticed by the server a moment later).
-    let drain = Instant::now();
-    while outstanding.load(Relaxed) > 0 && drain.elapsed() < CLIENT_TIMEOUT * 2 {
-        sleep(Duration::from_millis(20)).await;
-    }
+    crate::drain(&outstanding).await;
     let drain = Instant::now();
     while ws.in_flight() > 0 && drain.elapsed() < Duration::from_secs(10) {
         sleep(Duration::from_millis(20)).await;
