@@ -118,6 +118,20 @@ fn limits(names: &[String]) -> Policy {
     p
 }
 
+/// A concurrency limit (never reached) over three priority levels, as a tiered service has:
+/// every admission takes its level's counter and reads those above.
+fn capped(names: &[String]) -> Engine {
+    let mut config = config(names);
+    for (i, n) in names.iter().enumerate() {
+        config.tags.insert(n.clone(), (i % 3) as i64);
+    }
+    let engine = Engine::new(&config).expect("valid config");
+    let mut p = Policy::default();
+    p.concurrency_limit = Some(u64::MAX / 4);
+    engine.set_remote_policy(Some(p)).expect("valid policy");
+    engine
+}
+
 fn engine(names: &[String], limited: bool) -> Engine {
     let engine = Engine::new(&config(names)).expect("valid config");
     if limited {
@@ -200,6 +214,7 @@ struct Contenders {
     names: &'static [String],
     open: Engine,
     limited: Engine,
+    capped: Engine,
     ws_open: WaitState,
     ws_limited: WaitState,
     floor: Floor,
@@ -216,6 +231,7 @@ impl Contenders {
             names,
             open: engine(names, false),
             limited: engine(names, true),
+            capped: capped(names),
             ws_open: runtime_ws(&rt, names, false),
             ws_limited: runtime_ws(&rt, names, true),
             floor: Floor::new(names),
@@ -255,6 +271,11 @@ fn admit_engine_open(c: &Contenders, tag: &str, now: Duration) {
         t.finish(Duration::from_micros(250), false);
     }
 }
+fn admit_engine_capped(c: &Contenders, tag: &str, now: Duration) {
+    if let Ok(t) = c.capped.admit(&Demand::new(tag), now) {
+        t.finish(Duration::from_micros(250), false);
+    }
+}
 fn admit_engine_limited(c: &Contenders, tag: &str, now: Duration) {
     if let Ok(t) = c.limited.admit(&Demand::new(tag), now) {
         t.finish(Duration::from_micros(250), false);
@@ -283,17 +304,19 @@ const DECIDE: [(&str, Call); 7] = [
     ("v1-gate", v1_gate),
 ];
 
-const ADMIT: [(&str, Call); 5] = [
+const ADMIT: [(&str, Call); 6] = [
     ("engine/open", admit_engine_open),
     ("engine/throttle+gcra", admit_engine_limited),
+    ("engine/concurrency", admit_engine_capped),
     ("runtime/open", admit_runtime_open),
     ("runtime/throttle+gcra", admit_runtime_limited),
     ("v1-gate+report", v1_gate_report),
 ];
 
-const TWO_THREADS: [(&str, Call); 6] = [
+const TWO_THREADS: [(&str, Call); 7] = [
     ("engine-decide/open", decide_engine_open),
     ("engine-admit/open", admit_engine_open),
+    ("engine-admit/concurrency", admit_engine_capped),
     ("runtime-admit/open", admit_runtime_open),
     ("floor", floor),
     ("governor", governor_check),

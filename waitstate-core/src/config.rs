@@ -14,6 +14,9 @@
 //! [[rules]]
 //! rule = "when p95_latency > 1s then shed"
 //! cooldown = "10s"
+//! [limits]                # always in force, whatever the rules say
+//! concurrency = 40        # priority-aware: lower tiers yield first
+//! rate = { free = 200 }   # free's budget, in weight units per second
 //! ```
 
 use std::collections::BTreeMap;
@@ -23,6 +26,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::ConfigError;
+use crate::policy::Policy;
 use crate::rule::Rule;
 use crate::tags::{DEFAULT_TAG, OVERFLOW_TAG, check_tag_name};
 
@@ -42,6 +46,10 @@ pub struct Config {
     /// Reflex rules.
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
+    /// Limits always in force (`[limits]`), whatever the rules say; a rule can only make
+    /// them stricter.
+    #[serde(default, skip_serializing_if = "Limits::is_empty")]
+    pub limits: Limits,
     /// Most tags tracked one by one; past it, new tags count as `__overflow__`.
     #[serde(default = "default_tag_cap")]
     pub tag_cap: usize,
@@ -294,6 +302,77 @@ fn default_carried_windows() -> usize {
     10
 }
 
+/// Limits always in force: the `[limits]` table.
+///
+/// ```toml
+/// [limits]
+/// concurrency = 40            # requests in flight (see `limit concurrency to n`)
+/// rate = { free = 200 }       # per tag, weight units per second (GCRA, burst 1 s)
+/// ```
+///
+/// The same limits as the rule actions `limit concurrency to n` and `limit <tag> to r/s`,
+/// without a condition: the engine holds them from the start, and every policy (a rule's,
+/// the control plane's) is merged with them, the stricter value winning.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Most requests in flight, priority-aware: the top priority may fill all of them,
+    /// every lower level half, counting its own requests and those of the levels above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u64>,
+    /// Per tag: weight units admitted per second.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rate: BTreeMap<String, f64>,
+}
+
+impl Limits {
+    /// No limit.
+    pub fn is_empty(&self) -> bool {
+        self.concurrency.is_none() && self.rate.is_empty()
+    }
+
+    /// At most `max` requests in flight.
+    pub fn concurrency(mut self, max: u64) -> Self {
+        self.concurrency = Some(max);
+        self
+    }
+
+    /// `tag` admits at most `per_second` weight units a second.
+    pub fn rate(mut self, tag: impl Into<String>, per_second: f64) -> Self {
+        self.rate.insert(tag.into(), per_second);
+        self
+    }
+
+    /// The limits as a policy (what the engine merges every other policy with).
+    pub fn to_policy(&self) -> Policy {
+        let mut p = Policy::default();
+        p.concurrency_limit = self.concurrency;
+        p.tag_rate_limits = self.rate.clone();
+        p
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.concurrency == Some(0) {
+            return Err(ConfigError::invalid(
+                "limits.concurrency",
+                "must be at least 1",
+            ));
+        }
+        for (tag, rate) in &self.rate {
+            let key = || format!("limits.rate.{tag:.64}");
+            check_tag_name(tag).map_err(|why| ConfigError::invalid(key(), why))?;
+            if !(rate.is_finite() && *rate > 0.0) {
+                return Err(ConfigError::invalid(
+                    key(),
+                    "must be a finite number of weight units per second above zero",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One rule in the configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -361,6 +440,7 @@ impl Default for Config {
             default_priority: 0,
             tags: BTreeMap::new(),
             rules: Vec::new(),
+            limits: Limits::default(),
             tag_cap: default_tag_cap(),
             dry_run: false,
             tick: default_tick(),
@@ -408,6 +488,7 @@ impl Config {
                 ));
             }
         }
+        self.limits.validate()?;
         let needed = self.tags.len() + 2;
         if self.tag_cap < needed {
             return Err(ConfigError::invalid(
@@ -545,6 +626,39 @@ mod tests {
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         for bad in ["", "5", "s", "5 parsecs", "-1s", "1e999s", "NaNs"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[cfg(feature = "toml")]
+    #[test]
+    fn limits_parse_and_bad_ones_are_config_errors() {
+        let c = Config::from_toml_str(
+            "[limits]\nconcurrency = 40\nrate = { free = 200, \"pro.v2\" = 0.5 }\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.limits,
+            Limits::default()
+                .concurrency(40)
+                .rate("free", 200.0)
+                .rate("pro.v2", 0.5)
+        );
+        let p = c.limits.to_policy();
+        assert_eq!(p.concurrency_limit, Some(40));
+        assert_eq!(p.tag_rate_limits.get("free"), Some(&200.0));
+        for (bad, key) in [
+            ("concurrency = 0", "limits.concurrency"),
+            ("concurrency = -1", ""),
+            ("rate = { free = 0 }", "limits.rate.free"),
+            ("rate = { free = -5 }", "limits.rate.free"),
+            ("rate = { free = nan }", "limits.rate.free"),
+            ("rate = { free = inf }", "limits.rate.free"),
+            ("rate = { \"\" = 5 }", "limits.rate."),
+            ("rate = { \"a\\u0007b\" = 5 }", "control characters"),
+            ("burst = 5", ""),
+        ] {
+            let err = Config::from_toml_str(&format!("[limits]\n{bad}\n")).unwrap_err();
+            assert!(err.to_string().contains(key), "{bad}: {err}");
         }
     }
 

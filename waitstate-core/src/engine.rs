@@ -154,6 +154,8 @@ pub struct Engine {
     priorities: HashMap<String, i64, RandomState>,
     default_priority: i64,
     levels: Vec<i64>,
+    /// The configuration's `[limits]`: every policy is merged with them.
+    limits: Policy,
     tag_cap: usize,
     dry_run: bool,
     retry_after: Duration,
@@ -178,14 +180,15 @@ impl Engine {
     /// What [`Config::validate`] finds.
     pub fn new(config: &Config) -> Result<Self, ConfigError> {
         config.validate()?;
-        let global = Arc::new(Global::default());
+        let mut levels: BTreeSet<i64> = config.tags.values().copied().collect();
+        levels.insert(config.default_priority);
+        let levels: Vec<i64> = levels.into_iter().collect();
+        let global = Arc::new(Global::new(&levels));
         let overflow = Arc::new(TagSlot::new(
             OVERFLOW_TAG,
             config.default_priority,
             global.clone(),
         ));
-        let mut levels: BTreeSet<i64> = config.tags.values().copied().collect();
-        levels.insert(config.default_priority);
         let mut slots = Vec::with_capacity(config.tags.len() + 1);
         slots.push(Arc::new(TagSlot::new(
             DEFAULT_TAG,
@@ -211,7 +214,8 @@ impl Engine {
             untagged: CustomSet::default(),
             priorities: config.tags.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             default_priority: config.default_priority,
-            levels: levels.into_iter().collect(),
+            levels,
+            limits: config.limits.to_policy(),
             tag_cap: config.tag_cap,
             dry_run: config.dry_run,
             retry_after: config.retry_after,
@@ -563,9 +567,10 @@ impl Engine {
 
     /// Compile the writer's state into a new snapshot and publish it.
     fn rebuild(&self, w: &mut Writer) {
+        let local = w.local.stricter(&self.limits);
         let policy = match &w.remote {
-            Some(r) => w.local.stricter(r),
-            None => w.local.clone(),
+            Some(r) => local.stricter(r),
+            None => local,
         };
         let dry = w.local_dry.clone();
         // Tags a policy names get a slot while there is room (they are tracked from now on).
@@ -649,23 +654,22 @@ impl Engine {
         }
     }
 
-    /// Under a concurrency limit, the highest priority may fill every slot and the lowest
-    /// half of them, linearly in between: when the service is full, lower priorities are
-    /// turned away first.
+    /// Under a concurrency limit, the highest priority may fill every slot and every lower
+    /// level half of them. A request counts the requests in flight at its own level and
+    /// above against its level's cap (see `check_limits`), so with equal caps the lower level
+    /// still yields first (free counts pro's requests, pro does not count free's), and no
+    /// lower level takes the top level's headroom. Half, not more: while the top level is
+    /// quiet, lower levels keep the queue in front of the backend at half the limit, which is
+    /// the latency the top level meets when it arrives.
+    ///
+    /// So the limit binds the top level exactly; lower levels' requests admitted while the
+    /// levels above were quiet may, while they finish, add to it (at most half the limit
+    /// each). This is the trade the partitioned limiters make (Netflix's concurrency-limits
+    /// admits a partition under its guaranteed share past the total): a surge of free
+    /// requests must not turn enterprise away.
     fn concurrency_cap(&self, limit: u64, priority: i64) -> u64 {
-        let n = self.levels.len();
-        let rank = self
-            .levels
-            .iter()
-            .filter(|l| **l < priority)
-            .count()
-            .min(n - 1);
-        let share = if n <= 1 {
-            1.0
-        } else {
-            0.5 + 0.5 * rank as f64 / (n - 1) as f64
-        };
-        ((limit as f64 * share).floor() as u64).max(1)
+        let top = self.levels.last().is_none_or(|l| priority >= *l);
+        if top { limit } else { (limit / 2).max(1) }
     }
 }
 
@@ -752,13 +756,24 @@ fn check_limits(
         }
     }
     if let Some(cap) = l.concurrency_cap {
-        let in_flight = &slot.global.in_flight;
+        // A request counts the requests in flight at its own priority level and above, against
+        // its level's cap: a lower level yields to the work above it, and is never counted
+        // against a higher one (enterprise is not turned away because free holds slots;
+        // free is, because enterprise does). The top level's cap is the limit itself.
+        let levels = &slot.global.in_flight;
+        let own = &levels[slot.level].0;
+        let above = || -> u64 {
+            levels[slot.level + 1..]
+                .iter()
+                .map(|c| c.0.load(Relaxed))
+                .sum()
+        };
         if acquire {
-            if in_flight.fetch_add(1, Relaxed) >= cap {
-                in_flight.fetch_sub(1, Relaxed);
+            if own.fetch_add(1, Relaxed) + above() >= cap {
+                own.fetch_sub(1, Relaxed);
                 return Err((Reason::ConcurrencyLimited, None, None));
             }
-        } else if in_flight.load(Relaxed) >= cap {
+        } else if own.load(Relaxed) + above() >= cap {
             return Err((Reason::ConcurrencyLimited, None, None));
         }
     }
@@ -822,7 +837,9 @@ impl Ticket {
             self.done = true;
             self.slot.in_flight.fetch_sub(1, Relaxed);
             if self.global {
-                self.slot.global.in_flight.fetch_sub(1, Relaxed);
+                self.slot.global.in_flight[self.slot.level]
+                    .0
+                    .fetch_sub(1, Relaxed);
             }
         }
     }
@@ -1019,14 +1036,15 @@ mod tests {
         let mut p = Policy::default();
         p.concurrency_limit = Some(8);
         e.set_remote_policy(Some(p)).unwrap();
-        // Levels 0, 10, 50, 100: free (rank 1 of 4) may use floor(8 * (0.5 + 0.5/3)) = 5.
+        // Levels 0, 10, 50, 100: every level below the top may use 8 / 2 = 4.
         let mut held = Vec::new();
-        for _ in 0..5 {
+        for _ in 0..4 {
             held.push(e.admit(&Demand::new("free"), T0).unwrap());
         }
         let r = e.admit(&Demand::new("free"), T0).unwrap_err();
         assert_eq!(r.reason(), Reason::ConcurrencyLimited);
-        for _ in 0..3 {
+        // Free's four do not count against enterprise: it may still fill its whole cap.
+        for _ in 0..8 {
             held.push(e.admit(&Demand::new("enterprise"), T0).unwrap());
         }
         assert_eq!(
@@ -1035,11 +1053,65 @@ mod tests {
                 .reason(),
             Reason::ConcurrencyLimited
         );
+        // Enterprise's eight count against free: with the four free gone, free stays out.
+        held.drain(..4);
+        assert_eq!(
+            e.admit(&Demand::new("free"), T0).unwrap_err().reason(),
+            Reason::ConcurrencyLimited
+        );
+        // Pro counts enterprise too, not free: with 2 enterprise and 1 free in flight, two
+        // pro fit, and free (which counts them all) no longer does.
+        held.drain(..6);
+        held.push(e.admit(&Demand::new("free"), T0).unwrap());
+        held.push(e.admit(&Demand::new("pro"), T0).unwrap());
+        held.push(e.admit(&Demand::new("pro"), T0).unwrap());
+        assert_eq!(e.global.total(), 5);
+        assert_eq!(
+            e.admit(&Demand::new("free"), T0).unwrap_err().reason(),
+            Reason::ConcurrencyLimited
+        );
+        assert_eq!(
+            e.admit(&Demand::new("pro"), T0).unwrap_err().reason(),
+            Reason::ConcurrencyLimited
+        );
         held.pop();
         assert!(e.admit(&Demand::new("enterprise"), T0).is_ok());
         drop(held);
         assert_eq!(e.in_flight(), 0);
-        assert_eq!(e.global.in_flight.load(Relaxed), 0);
+        assert_eq!(e.global.total(), 0);
+    }
+
+    #[test]
+    fn limits_hold_from_the_start_and_no_policy_loosens_them() {
+        let e = engine(
+            "[tags]\nfree = 10\nenterprise = 100\n[limits]\nconcurrency = 2\nrate = { free = 1 }\n",
+        );
+        // No tick has run: the limits are already the policy.
+        assert_eq!(e.policy().concurrency_limit, Some(2));
+        assert!(e.decide(&Demand::new("free"), T0).is_allowed());
+        assert_eq!(reason(&e, "free", 1.0), Some(Reason::RateLimited));
+        // A looser local or remote policy does not lift them; a stricter one wins.
+        let mut loose = Policy::default();
+        loose.concurrency_limit = Some(100);
+        e.set_local_policy(loose.clone(), Policy::default())
+            .unwrap();
+        e.set_remote_policy(Some(loose)).unwrap();
+        let held = [
+            e.admit(&Demand::new("enterprise"), T0).unwrap(),
+            e.admit(&Demand::new("enterprise"), T0).unwrap(),
+        ];
+        assert_eq!(
+            e.admit(&Demand::new("enterprise"), T0)
+                .unwrap_err()
+                .reason(),
+            Reason::ConcurrencyLimited
+        );
+        drop(held);
+        let mut strict = Policy::default();
+        strict.concurrency_limit = Some(1);
+        e.set_remote_policy(Some(strict)).unwrap();
+        assert_eq!(e.policy().concurrency_limit, Some(1));
+        assert_eq!(e.policy().tag_rate_limits.get("free"), Some(&1.0));
     }
 
     #[test]
@@ -1074,7 +1146,7 @@ mod tests {
         let c = e.counters("free").unwrap();
         assert_eq!((c.admitted, c.would_reject, c.rejected_total()), (2, 2, 0));
         drop(t);
-        assert_eq!(e.global.in_flight.load(Relaxed), 0);
+        assert_eq!(e.global.total(), 0);
     }
 
     #[test]

@@ -67,7 +67,7 @@ mod runtime;
 pub mod tagger;
 mod tags;
 
-pub use config::{Config, ControlPlane, RuleConfig, SafeMode, parse_duration};
+pub use config::{Config, ControlPlane, Limits, RuleConfig, SafeMode, parse_duration};
 pub use decision::{Decision, Quota, Reason, Rejection};
 pub use engine::{Demand, Engine, ReportError, Ticket};
 pub use error::ConfigError;

@@ -253,6 +253,8 @@ struct WindowView {
 pub struct Reflex {
     rules: Vec<RuleState>,
     levels: Vec<i64>,
+    /// The configuration's `[limits]`: the floor of every policy produced.
+    limits: Policy,
     window: Duration,
     release_step: Duration,
     history: VecDeque<Sample>,
@@ -302,6 +304,7 @@ impl Reflex {
         Ok(Self {
             rules,
             levels,
+            limits: config.limits.to_policy(),
             window: config.window,
             release_step: config.release_step,
             history: VecDeque::new(),
@@ -444,7 +447,7 @@ impl Reflex {
     }
 
     fn evaluate(&mut self, now: Duration, view: &WindowView) -> (Policy, Policy) {
-        let mut enforce = Policy::default();
+        let mut enforce = self.limits.clone();
         let mut dry = Policy::default();
         let values: Vec<Option<f64>> = self
             .rules
@@ -677,6 +680,32 @@ fn contribution(r: &RuleState, levels: &[i64]) -> Policy {
 mod tests {
     use super::*;
     use crate::engine::Demand;
+
+    #[test]
+    fn limits_are_the_floor_of_every_policy_produced() {
+        // The control plane's path: readings in, policy out, the fleet's `[limits]` in it.
+        let mut config = Config::default();
+        config.limits = crate::config::Limits::default()
+            .concurrency(40)
+            .rate("free", 200.0);
+        config.rules.push(crate::RuleConfig::new(
+            "when in_flight > 5 then limit free to 50/s",
+        ));
+        let mut reflex = Reflex::new(&config).unwrap();
+        let (quiet, _) = reflex.observe(Duration::from_secs(1), Reading::default());
+        assert_eq!(quiet.concurrency_limit, Some(40));
+        assert_eq!(quiet.tag_rate_limits.get("free"), Some(&200.0));
+        let mut busy = TagReading::default();
+        busy.tag = "free".into();
+        busy.counters.in_flight = 9;
+        let reading = Reading {
+            tags: vec![busy],
+            ..Reading::default()
+        };
+        let (fired, _) = reflex.observe(Duration::from_secs(2), reading);
+        assert_eq!(fired.tag_rate_limits.get("free"), Some(&50.0));
+        assert_eq!(fired.concurrency_limit, Some(40));
+    }
 
     #[test]
     fn idle_tags_share_one_copy_across_the_window() {

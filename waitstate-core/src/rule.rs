@@ -193,7 +193,9 @@ pub enum Action {
         /// The admitted rate in weight units per second; finite and greater than zero.
         per_second: f64,
     },
-    /// `limit concurrency to N`: admit at most `max` requests in flight.
+    /// `limit concurrency to N`: at most `max` requests in flight, priority-aware (the top
+    /// priority may hold `max`, every lower level `max / 2`, counting its own requests and
+    /// those of the levels above).
     LimitConcurrency {
         /// The maximum number of requests in flight; at least 1.
         max: u32,

@@ -35,12 +35,52 @@ pub(crate) fn check_tag_name(tag: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Shared by every slot of one engine: the service-wide in-flight count, only touched while a
-/// concurrency limit is active. Padded so it shares no cache line with a slot.
+/// Shared by every slot of one engine: the requests in flight at each priority level, only
+/// touched while a concurrency limit is active.
+///
+/// One counter per level rather than one for the service, so that a request is measured
+/// against the work of its own level and above: lower levels never take a higher one's
+/// headroom (see `check_limits`). Admitting costs one read-modify-write on the request's own
+/// level and a plain load of each level above it.
+#[derive(Debug)]
+pub(crate) struct Global {
+    /// The distinct priorities, lowest first.
+    levels: Box<[i64]>,
+    /// `in_flight[i]` counts the requests in flight at `levels[i]`.
+    pub(crate) in_flight: Box<[LevelCount]>,
+}
+
+/// One level's in-flight count, on a cache line of its own: threads serving different
+/// priorities do not contend.
 #[derive(Debug, Default)]
 #[repr(align(128))]
-pub(crate) struct Global {
-    pub(crate) in_flight: AtomicU64,
+pub(crate) struct LevelCount(pub(crate) AtomicU64);
+
+impl Global {
+    /// `levels`: the distinct priorities, lowest first (never empty: the default priority is
+    /// always one).
+    pub(crate) fn new(levels: &[i64]) -> Self {
+        Self {
+            levels: levels.into(),
+            in_flight: levels.iter().map(|_| LevelCount::default()).collect(),
+        }
+    }
+
+    /// The index of `priority` among the levels (a priority between two levels counts at the
+    /// lower one; one below every level at the lowest).
+    pub(crate) fn level_of(&self, priority: i64) -> usize {
+        self.levels
+            .iter()
+            .filter(|l| **l <= priority)
+            .count()
+            .saturating_sub(1)
+    }
+
+    /// The requests in flight at every level, while a concurrency limit is active.
+    #[cfg(test)]
+    pub(crate) fn total(&self) -> u64 {
+        self.in_flight.iter().map(|c| c.0.load(Relaxed)).sum()
+    }
 }
 
 /// One custom metric's window aggregate, lock-free (`f64` bits in atomics).
@@ -160,6 +200,8 @@ impl CustomSet {
 pub(crate) struct TagSlot {
     pub(crate) name: Box<str>,
     pub(crate) priority: i64,
+    /// The index of `priority` in `global`'s levels.
+    pub(crate) level: usize,
     pub(crate) global: Arc<Global>,
     // Written on every decision.
     pub(crate) in_flight: AtomicU64,
@@ -194,6 +236,7 @@ impl TagSlot {
         Self {
             name: name.into(),
             priority,
+            level: global.level_of(priority),
             global,
             in_flight: AtomicU64::new(0),
             admitted: AtomicU64::new(0),

@@ -175,3 +175,26 @@ async fn config_errors_are_clear() {
 fn building_outside_a_runtime_is_an_error_not_a_panic() {
     assert_eq!(tiers().build().unwrap_err(), ConfigError::NoRuntime);
 }
+
+#[tokio::test(start_paused = true)]
+async fn limits_hold_through_ticks_and_rules() {
+    let ws = tiers()
+        .limits(waitstate_core::Limits::default().concurrency(2))
+        .rule("when in_flight > 100 then limit concurrency to 1000")
+        .build()
+        .unwrap();
+    let a = ws.admit("enterprise", 1.0).unwrap();
+    let b = ws.admit("enterprise", 1.0).unwrap();
+    assert!(ws.admit("enterprise", 1.0).is_err());
+    // Ticks come and go (the rule never fires, and would only loosen): the limit holds.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(ws.policy().concurrency_limit, Some(2));
+    assert!(ws.admit("enterprise", 1.0).is_err());
+    drop((a, b));
+    assert!(ws.admit("enterprise", 1.0).is_ok());
+    let bad = tiers()
+        .limits(waitstate_core::Limits::default().rate("free", f64::NAN))
+        .build()
+        .unwrap_err();
+    assert!(bad.to_string().contains("limits.rate.free"), "{bad}");
+}

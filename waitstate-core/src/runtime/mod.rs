@@ -16,7 +16,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use self::control::ControlShared;
 pub use self::control::ControlStatus;
 pub use self::permit::Permit;
-use crate::config::{Config, ControlPlane, RuleConfig};
+use crate::config::{Config, ControlPlane, Limits, RuleConfig};
 use crate::decision::{Decision, Rejection};
 use crate::engine::{Demand, Engine, ReportError};
 use crate::error::ConfigError;
@@ -246,6 +246,14 @@ impl Builder {
     /// Add a rule with its options (dry run, cool-down).
     pub fn rule_config(mut self, rule: RuleConfig) -> Self {
         self.config.rules.push(rule);
+        self
+    }
+
+    /// Limits always in force (`[limits]`), e.g.
+    /// `Limits::default().concurrency(40).rate("free", 200.0)`; invalid ones fail
+    /// [`Builder::build`].
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.config.limits = limits;
         self
     }
 

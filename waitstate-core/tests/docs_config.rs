@@ -1,0 +1,43 @@
+//! The configuration files the repository publishes, and every TOML snippet of the README,
+//! are valid configurations: the docs cannot drift from the engine.
+
+#![cfg(feature = "toml")]
+
+use std::path::Path;
+
+use waitstate_core::Config;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
+}
+
+fn parse(what: &str, text: &str) -> Config {
+    Config::from_toml_str(text).unwrap_or_else(|e| panic!("{what}: {e}\n{text}"))
+}
+
+#[test]
+fn the_readme_toml_snippets_are_configurations() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let mut snippets = 0;
+    let mut rest = readme.as_str();
+    while let Some(start) = rest.find("```toml\n") {
+        let body = &rest[start + 8..];
+        let end = body.find("```").expect("a closed code block");
+        parse("README.md", &body[..end]);
+        snippets += 1;
+        rest = &body[end + 3..];
+    }
+    assert!(snippets >= 3, "found {snippets} TOML snippets");
+}
+
+#[test]
+fn the_published_configurations_parse() {
+    let scenarios = parse(
+        "scenarios/waitstate.toml",
+        &std::fs::read_to_string(root().join("scenarios/waitstate.toml")).unwrap(),
+    );
+    assert_eq!(scenarios.limits.concurrency, Some(40));
+    for file in ["examples/axum-tiers.toml", "examples/actix-tiers.toml"] {
+        parse(file, &std::fs::read_to_string(root().join(file)).unwrap());
+    }
+}
