@@ -50,10 +50,12 @@ pro = 50
 free = 10
 
 # Fleet-wide backstop: while the fleet's p95 is high, shed the lowest priority still
-# admitted, on every instance, one level per window; release after 3 s.
+# admitted, on every instance, one level per window; release after 10 s calm (the fleet
+# reacts in seconds, not ticks: a short cool-down readmits a level while the surge is
+# still on, and the floor cycles).
 [[rules]]
 rule = "when p95_latency > 400ms for 1s then shed"
-cooldown = "3s"
+cooldown = "10s"
 
 [server]
 listen = "127.0.0.1:0"

@@ -122,6 +122,9 @@ fn pct(part: u64, whole: u64) -> f64 {
     }
 }
 
+/// The rolling window of the recovery figure, in seconds.
+pub(crate) const RECOVERY_WINDOW_S: u64 = 3;
+
 /// Is second `s` calm, measured against the calm p95 of each tier?
 fn is_calm(second: &[TierSample; 3], calm_p95: &[Option<f64>; 3]) -> bool {
     second.iter().zip(calm_p95).all(|(t, calm)| {
@@ -167,9 +170,17 @@ pub(crate) fn figures(
             .latency
             .quantile_ms(0.95)
     });
+    // Recovered from the first second after which every rolling window of RECOVERY_WINDOW_S
+    // seconds is calm: one second holds ~15 requests of a tier, too few for a p95 that is
+    // not noise (a single slow request fails it; calm weather fails it now and then).
     let mut recovery_s = None;
     for s in (window.end_s..len).rev() {
-        if is_calm(&timeline[s as usize], &calm_p95) {
+        let to = (s + RECOVERY_WINDOW_S).min(len);
+        let from = s
+            .min(to.saturating_sub(RECOVERY_WINDOW_S))
+            .max(window.end_s);
+        let pooled: [TierSample; 3] = std::array::from_fn(|t| sum(timeline, t, from, to));
+        if is_calm(&pooled, &calm_p95) {
             recovery_s = Some(s - window.end_s);
         } else {
             break;
@@ -294,10 +305,13 @@ pub(crate) fn markdown_table(runs: &[(&str, &Figures)]) -> String {
             None => "never (missed)".to_owned(),
         }),
         ("shed in calm weather", |f| f.shed_before_onset.to_string()),
-        ("end of incident to full recovery", |f| match f.recovery_s {
-            Some(s) => format!("{s} s"),
-            None => "not within the run".to_owned(),
-        }),
+        (
+            "end of incident to full recovery (3 s windows)",
+            |f| match f.recovery_s {
+                Some(s) => format!("{s} s"),
+                None => "not within the run".to_owned(),
+            },
+        ),
         ("shed episodes (1 = no oscillation)", |f| {
             format!(
                 "{} ({})",
@@ -410,6 +424,33 @@ mod tests {
         assert_eq!(f.recovery_s, None);
         let g = goals(&f);
         assert!(!g.recovery_without_oscillation && !g.shed_within_2s);
+    }
+
+    #[test]
+    fn one_slow_request_in_a_calm_second_is_not_a_relapse() {
+        // After the incident: calm seconds, one of which holds a single 400 ms answer among
+        // ten (its own p95 is 400 ms; over a 3 s window it is one answer in thirty).
+        let mut noisy = second(10, 0, 0, 100);
+        noisy[1].latency = Histogram::new();
+        noisy[1].latency.record_n_micros(100_000, 9);
+        noisy[1].latency.record_n_micros(400_000, 1);
+        let mut after = vec![second(10, 0, 0, 100); 6];
+        after[3] = noisy;
+        let t = timeline(second(30, 20, 0, 120), &after);
+        assert!(
+            !is_calm(&t[13], &[Some(100.0); 3]),
+            "one second alone is not calm"
+        );
+        assert_eq!(figures(&t, W, 30.0, None).recovery_s, Some(0));
+        // A window that holds a shed is not calm: recovery waits for it to leave.
+        after.extend([
+            second(10, 0, 0, 100),
+            second(10, 0, 0, 100),
+            second(10, 0, 0, 100),
+        ]);
+        after[4] = second(10, 1, 0, 100);
+        let t = timeline(second(30, 20, 0, 120), &after);
+        assert_eq!(figures(&t, W, 30.0, None).recovery_s, Some(5));
     }
 
     #[test]
