@@ -13,7 +13,7 @@
 //! | `limit t to r/s` | r/s | 2r, 4r, 8r |
 //! | `limit concurrency to n` | n | 2n, 4n, 8n |
 //! | `kill` | `killSignal` | every tag throttled to 25%, 50%, 75% |
-//! | `shed` | one more priority level per tick while the condition holds (levels without traffic are passed over; no step while the metric is clearly recovering; on a windowed metric, at most one step per window) | one level at a time, in reverse, each at 25%, 50%, 75%, then open |
+//! | `shed` | one more priority level per tick while the condition holds (levels without traffic are passed over; no step while the metric is clearly recovering; on a windowed metric, at most one step per window) | one level at a time, in reverse, each at 25%, 50%, 75%, then open (a step per `release_step`, and on a windowed metric at least a window); if the condition comes back while a level ramps, its ramp steps back one step (at most once per window) and resumes after a cool-down, and only back at 25% is the level shed again |
 //!
 //! `shed` never sheds the highest priority level.
 //!
@@ -601,6 +601,20 @@ fn step(
             r.phase = Phase::Cooling;
             r.since = now;
         }
+        // `shed` readmitting a level when the condition comes back: that level's share is
+        // too much, not the whole level. Step its ramp back (75% -> 50% -> 25%), at most once
+        // per window (the metric lags), and resume only after a full cool-down; back at the
+        // first step, shed the level again. Without this, a level readmitted during a long
+        // surge is shed whole, readmitted, shed again: the floor cycles.
+        Phase::Releasing(k)
+            if holds && shed.is_some() && (k > 1 || now.saturating_sub(r.escalated) < settle) =>
+        {
+            if now.saturating_sub(r.escalated) >= settle {
+                r.phase = Phase::Releasing(k - 1);
+                r.since = now;
+                r.escalated = now;
+            }
+        }
         Phase::Cooling | Phase::Releasing(_) if holds => fire(r),
         Phase::Cooling => {
             if held >= r.cooldown {
@@ -612,7 +626,17 @@ fn step(
             }
         }
         Phase::Releasing(k) => {
-            if held >= release_step {
+            // `shed` moves its ramp at most once per window, as it escalates: a ramp that
+            // outruns a windowed metric readmits more than the metric has judged. After a
+            // step back (`escalated`), the ramp waits a full cool-down to resume.
+            let (step, backed_off) = match shed {
+                Some(_) => (
+                    release_step.max(settle),
+                    now.saturating_sub(r.escalated) < r.cooldown,
+                ),
+                None => (release_step, false),
+            };
+            if held >= step && !backed_off {
                 r.since = now;
                 if let Some(levels) = shed {
                     release_one(r, levels);

@@ -294,3 +294,60 @@ fn shed_steps_every_tick_on_a_gauge_and_once_per_window_on_a_windowed_metric() {
     assert!(changes.windows(2).all(|c| c[1] - c[0] >= 5), "{floors:?}");
     assert_eq!(floors[0], Some(10));
 }
+
+#[test]
+fn shed_steps_a_ramp_back_when_the_condition_returns_instead_of_shedding_the_level_again() {
+    let config = tiers("when p95_latency > 500ms then shed");
+    let engine = Engine::new(&config).unwrap();
+    let mut reflex = Reflex::new(&config).unwrap();
+    let mut t = 0u64;
+    let mut tick = |latency_ms: u64| {
+        for tag in ["enterprise", "pro", "free"] {
+            offer(&engine, tag, 50, secs(t), Duration::from_millis(latency_ms));
+        }
+        let status = reflex.tick(secs(t) + Duration::from_millis(999), &engine);
+        t += 1;
+        (status[0].phase, engine.policy())
+    };
+    // Overloaded until pro is shed too (floor 100), then healthy until pro's ramp is at 50%.
+    while tick(900).1.priority_floor != Some(100) {}
+    let (mut phase, mut policy) = tick(10);
+    while phase != Phase::Releasing(2) {
+        (phase, policy) = tick(10);
+    }
+    assert_eq!(policy.priority_floor, Some(50));
+    assert_eq!(policy.priority_throttles.get(&50), Some(&50.0));
+
+    // Slow again: pro's share steps back to 25%; pro is not shed whole.
+    let (phase, policy) = tick(900);
+    assert_eq!(phase, Phase::Releasing(1));
+    assert_eq!(policy.priority_floor, Some(50));
+    assert_eq!(policy.priority_throttles.get(&50), Some(&25.0));
+    // Healthy: the ramp resumes only after a full cool-down (5 s), not a release step (2 s).
+    let mut waited = 0;
+    loop {
+        let (phase, _) = tick(10);
+        waited += 1;
+        if phase == Phase::Releasing(2) {
+            break;
+        }
+        assert_eq!(phase, Phase::Releasing(1), "after {waited} s");
+    }
+    assert!(waited >= 5, "resumed after {waited} s");
+
+    // Slow and staying slow: one step back per window (5 s), then, at 25%, pro is shed
+    // again (firing, floor 100).
+    let mut phases = Vec::new();
+    for _ in 0..8 {
+        let (phase, policy) = tick(900);
+        phases.push((phase, policy.priority_floor));
+    }
+    assert_eq!(phases[0], (Phase::Releasing(1), Some(50)), "{phases:?}");
+    assert!(
+        phases[..5]
+            .iter()
+            .all(|p| *p == (Phase::Releasing(1), Some(50))),
+        "{phases:?}"
+    );
+    assert_eq!(phases[5], (Phase::Firing, Some(100)), "{phases:?}");
+}
