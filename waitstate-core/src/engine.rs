@@ -1114,6 +1114,44 @@ mod tests {
         assert_eq!(e.policy().tag_rate_limits.get("free"), Some(&1.0));
     }
 
+    proptest::proptest! {
+        /// The per-level counters of the concurrency cap follow every admission and every
+        /// release, whatever the order, the tags and the policy changes in between.
+        #[test]
+        fn level_counters_follow_every_ticket(
+            ops in proptest::collection::vec((0usize..5, 0u8..4), 1..300),
+        ) {
+            let e = tiers();
+            let tags = ["enterprise", "pro", "free", "anonymous", ""];
+            let mut held = Vec::new();
+            for (tag, op) in ops {
+                match op {
+                    0 if !held.is_empty() => drop(held.remove(tag % held.len())),
+                    1 if !held.is_empty() => {
+                        let t: Ticket = held.swap_remove(0);
+                        t.finish(Duration::from_millis(1), false);
+                    }
+                    2 => {
+                        // The limit comes and goes: a ticket taken without it holds no
+                        // level slot, one taken with it holds one.
+                        let mut p = Policy::default();
+                        p.concurrency_limit = (tag % 2 == 0).then_some(6);
+                        e.set_remote_policy(Some(p)).unwrap();
+                    }
+                    _ => {
+                        if let Ok(t) = e.admit(&Demand::new(tags[tag]), T0) {
+                            held.push(t);
+                        }
+                    }
+                }
+                let counted = held.iter().filter(|t| t.global).count() as u64;
+                proptest::prop_assert_eq!(e.global.total(), counted);
+            }
+            drop(held);
+            proptest::prop_assert_eq!(e.global.total(), 0);
+        }
+    }
+
     #[test]
     fn tickets_release_exactly_once() {
         let e = tiers();
