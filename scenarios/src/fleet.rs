@@ -42,7 +42,8 @@ const SK: &str = "sk_scenarios_secret";
 /// telemetry of the three instances (the fleet p95 is a percentile of every request).
 const CONTROL_TOML: &str = r#"
 tick = "250ms"
-window = "3s"
+window = "2s"
+release_step = "1s"
 
 [tags]
 enterprise = 100
@@ -50,12 +51,13 @@ pro = 50
 free = 10
 
 # Fleet-wide backstop: while the fleet's p95 is high, shed the lowest priority still
-# admitted, on every instance, one level per window; release after 10 s calm (the fleet
-# reacts in seconds, not ticks: a short cool-down readmits a level while the surge is
-# still on, and the floor cycles).
+# admitted, on every instance, one level per window; release after 5 s calm, each level
+# through its ramp (25%, 50%, 75%), a step per window (`shed` never moves faster than its
+# metric's window; `release_step` is shorter). If the fleet is slow again while a level
+# ramps, the ramp steps back instead of shedding the level whole.
 [[rules]]
 rule = "when p95_latency > 400ms for 1s then shed"
-cooldown = "10s"
+cooldown = "5s"
 
 [server]
 listen = "127.0.0.1:0"
