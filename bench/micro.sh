@@ -40,6 +40,7 @@ awk '
             else if (g == "2threads") {
                 if (rest == "engine-decide/open") ref = "decide/" tags "/engine/open"
                 else if (rest == "engine-admit/open") ref = "admit/" tags "/engine/open"
+                else if (rest == "engine-admit/concurrency") ref = "admit/" tags "/engine/concurrency"
                 else if (rest == "runtime-admit/open") ref = "admit/" tags "/runtime/open"
                 else if (rest == "floor" || rest == "governor") ref = "decide/" tags "/" rest
                 else ref = "admit/" tags "/" rest
