@@ -541,6 +541,28 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn fleet_limits_are_in_every_answer_and_rate_budgets_split_by_demand() {
+        let server = ServerConfig::default();
+        let engine = Config::from_toml_str(
+            "[tags]\nfree = 10\n[limits]\nconcurrency = 40\nrate = { free = 90 }\n",
+        )
+        .unwrap();
+        let mut f = Fleets::default();
+        let now = Instant::now();
+        for (id, n) in [("a", 100), ("b", 200)] {
+            f.ingest("o", &pulse(id, vec![tm("free", n)]), now, &server, &engine)
+                .unwrap();
+        }
+        f.tick(now, Duration::from_secs(1), &server, &engine);
+        let shard = f.shard("o", "");
+        let a = answer(shard, Some("a"), &server, &engine);
+        let b = answer(shard, Some("b"), &server, &engine);
+        assert_eq!(a.concurrency_limit, Some(40));
+        let (ra, rb) = (a.tag_rate_limits["free"], b.tag_rate_limits["free"]);
+        assert!((ra + rb - 90.0).abs() < 1e-9 && rb > 1.8 * ra, "{ra} {rb}");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn carried_windows_are_counted_but_do_not_drive_the_rules() {
         let server = ServerConfig::default();
         let engine = Config::from_toml_str(
