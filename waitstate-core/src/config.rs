@@ -318,7 +318,7 @@ fn default_carried_windows() -> usize {
 #[non_exhaustive]
 pub struct Limits {
     /// Most requests in flight, priority-aware: the top priority may fill all of them,
-    /// every lower level half, counting its own requests and those of the levels above.
+    /// every lower level a third, counting its own requests and those of the levels above.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<u64>,
     /// Per tag: weight units admitted per second.

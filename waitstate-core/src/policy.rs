@@ -72,7 +72,7 @@ pub struct Policy {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tag_rate_limits: BTreeMap<String, f64>,
     /// Cap on requests in flight, priority-aware: the top priority may hold this many, every
-    /// lower level half, each counting its own requests and those of the levels above (lower
+    /// lower level a third, each counting its own requests and those of the levels above (lower
     /// priorities yield first, and never take a higher one's headroom).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency_limit: Option<u64>,

@@ -194,7 +194,7 @@ pub enum Action {
         per_second: f64,
     },
     /// `limit concurrency to N`: at most `max` requests in flight, priority-aware (the top
-    /// priority may hold `max`, every lower level `max / 2`, counting its own requests and
+    /// priority may hold `max`, every lower level `max / 3`, counting its own requests and
     /// those of the levels above).
     LimitConcurrency {
         /// The maximum number of requests in flight; at least 1.

@@ -113,17 +113,17 @@ proptest! {
             } else if let Ok(t) = e.admit(&Demand::new(tags[tag]), Duration::ZERO) {
                 held.push(t);
                 // An admission leaves its level and those above within its level's cap (levels
-                // 0, 10, 100: caps 2, 2, 5); the levels below do not count against it.
+                // 0, 10, 100: caps 1, 1, 5); the levels below do not count against it.
                 let count = |names: &[&str]| held.iter().filter(|t| names.contains(&t.tag_name())).count();
                 let (top, free_and_up) = (count(&["enterprise"]), count(&["enterprise", "free"]));
                 match tags[tag] {
                     "enterprise" => prop_assert!(top <= 5),
-                    "free" => prop_assert!(free_and_up <= 2),
-                    _ => prop_assert!(held.len() <= 2),
+                    "free" => prop_assert!(free_and_up <= 1),
+                    _ => prop_assert!(held.len() <= 1),
                 }
             }
             prop_assert_eq!(e.in_flight(), held.len() as u64);
-            prop_assert!(held.len() <= 2 + 2 + 5);
+            prop_assert!(held.len() <= 1 + 1 + 5);
         }
         drop(held);
         prop_assert_eq!(e.in_flight(), 0);

@@ -36,7 +36,7 @@ fn the_published_configurations_parse() {
         "scenarios/waitstate.toml",
         &std::fs::read_to_string(root().join("scenarios/waitstate.toml")).unwrap(),
     );
-    assert_eq!(scenarios.limits.concurrency, Some(40));
+    assert_eq!(scenarios.limits.concurrency, Some(60));
     for file in ["examples/axum-tiers.toml", "examples/actix-tiers.toml"] {
         parse(file, &std::fs::read_to_string(root().join(file)).unwrap());
     }
