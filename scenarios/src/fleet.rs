@@ -59,6 +59,13 @@ free = 10
 rule = "when p95_latency > 400ms for 1s then shed"
 cooldown = "5s"
 
+# The backend is shared: each instance's own cap (60, lower tiers 20) is sized for a backend
+# it has to itself. The fleet's, sent to every instance (the stricter wins): enterprise 30,
+# lower tiers 10 per instance, so one hit instance cannot fill the shared queue with pro and
+# free.
+[limits]
+concurrency = 30
+
 [server]
 listen = "127.0.0.1:0"
 lease = "10s"
