@@ -129,7 +129,11 @@ fn chart(
         c.draw_series(LineSeries::new(g.iter().copied(), GREY.stroke_width(2)))?;
     }
     for (s, color) in series.iter().zip(COLORS) {
-        c.draw_series(LineSeries::new(s.iter().copied(), color.stroke_width(2)))?;
+        // One line per run of consecutive seconds: a second with no value (no answer of that
+        // tier: all of it shed) is a gap, not a straight line across it.
+        for run in s.chunk_by(|a, b| b.0 - a.0 < 1.5) {
+            c.draw_series(LineSeries::new(run.iter().copied(), color.stroke_width(2)))?;
+        }
     }
     c.draw_series(std::iter::once(Rectangle::new(
         [(0.0, 0.0), (x_max, y_max)],
