@@ -153,7 +153,6 @@ pub struct Engine {
     untagged: CustomSet,
     priorities: HashMap<String, i64, RandomState>,
     default_priority: i64,
-    levels: Vec<i64>,
     /// The configuration's `[limits]`: every policy is merged with them.
     limits: Policy,
     tag_cap: usize,
@@ -214,7 +213,6 @@ impl Engine {
             untagged: CustomSet::default(),
             priorities: config.tags.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             default_priority: config.default_priority,
-            levels,
             limits: config.limits.to_policy(),
             tag_cap: config.tag_cap,
             dry_run: config.dry_run,
@@ -232,7 +230,7 @@ impl Engine {
 
     /// The distinct priorities, lowest first (configured tags and the default).
     pub fn priority_levels(&self) -> &[i64] {
-        &self.levels
+        self.global.levels()
     }
 
     /// The priority of a tag.
@@ -671,7 +669,7 @@ impl Engine {
     /// concurrency-limits admits a partition under its guaranteed share past the total): a
     /// surge of free requests must not turn enterprise away.
     fn concurrency_cap(&self, limit: u64, priority: i64) -> u64 {
-        let top = self.levels.last().is_none_or(|l| priority >= *l);
+        let top = self.global.levels().last().is_none_or(|l| priority >= *l);
         if top { limit } else { (limit / 3).max(1) }
     }
 }

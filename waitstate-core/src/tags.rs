@@ -66,6 +66,11 @@ impl Global {
         }
     }
 
+    /// The distinct priorities, lowest first.
+    pub(crate) fn levels(&self) -> &[i64] {
+        &self.levels
+    }
+
     /// The index of `priority` among the levels (a priority between two levels counts at the
     /// lower one; one below every level at the lowest).
     pub(crate) fn level_of(&self, priority: i64) -> usize {
