@@ -5,24 +5,14 @@
 #[allow(dead_code)]
 mod example;
 
+mod support;
+
 use std::net::SocketAddr;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use support::{assert_status, send};
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use waitstate_core::{Policy, WaitState};
-
-/// One HTTP/1.1 request over raw TCP; the whole response, lower-cased.
-async fn send(addr: SocketAddr, method: &str, path: &str, tag: &str) -> String {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nhost: x\r\nx-waitstate-tag: {tag}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out.to_ascii_lowercase()
-}
 
 /// The example's engine and app, served on 127.0.0.1 (a free port) until aborted.
 async fn start() -> (WaitState, SocketAddr, JoinHandle<std::io::Result<()>>) {
@@ -31,11 +21,6 @@ async fn start() -> (WaitState, SocketAddr, JoinHandle<std::io::Result<()>>) {
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(axum::serve(listener, example::app(ws.clone())).into_future());
     (ws, addr, server)
-}
-
-#[track_caller]
-fn assert_status(res: &str, status: u16) {
-    assert!(res.starts_with(&format!("http/1.1 {status} ")), "{res}");
 }
 
 #[tokio::test]

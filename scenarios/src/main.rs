@@ -657,28 +657,6 @@ async fn run_fleet(
             println!("{}", fleet::state_table(r, 0, r.states.len() as u64));
         }
     }
-    let tier_json = |timeline: &stats::Timeline| {
-        timeline
-            .iter()
-            .enumerate()
-            .map(|(s, tiers)| {
-                serde_json::json!({
-                    "t": s,
-                    "tiers": tiers.iter().zip(TIERS).map(|(t, name)| serde_json::json!({
-                        "tier": name,
-                        "offered": t.offered,
-                        "admitted": t.admitted(),
-                        "succeeded": t.succeeded,
-                        "shed": t.shed,
-                        "errors": t.errors,
-                        "p50_ms": t.latency.quantile_ms(0.5),
-                        "p95_ms": t.latency.quantile_ms(0.95),
-                        "p99_ms": t.latency.quantile_ms(0.99),
-                    })).collect::<Vec<_>>(),
-                })
-            })
-            .collect::<Vec<_>>()
-    };
     let json = serde_json::json!({
         "scenario": scenario.name,
         "title": scenario.title,
@@ -693,8 +671,8 @@ async fn run_fleet(
             "instance_figures": each,
             "control_plane_events": r.cp_events,
             "per_second_state": r.states,
-            "per_second_fleet": tier_json(&r.merged),
-            "per_second_instances": r.timelines.iter().map(&tier_json).collect::<Vec<_>>(),
+            "per_second_fleet": timeline_json(&r.merged),
+            "per_second_instances": r.timelines.iter().map(timeline_json).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
     });
     let json_path = args.out.join(format!("{}.json", scenario.name));
@@ -845,20 +823,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "way": w.key(),
                 "figures": f,
                 "goals": stats::goals(f),
-                "per_second": r.timeline.iter().enumerate().map(|(s, tiers)| serde_json::json!({
-                    "t": s,
-                    "tiers": tiers.iter().zip(TIERS).map(|(t, name)| serde_json::json!({
-                        "tier": name,
-                        "offered": t.offered,
-                        "admitted": t.admitted(),
-                        "succeeded": t.succeeded,
-                        "shed": t.shed,
-                        "errors": t.errors,
-                        "p50_ms": t.latency.quantile_ms(0.5),
-                        "p95_ms": t.latency.quantile_ms(0.95),
-                        "p99_ms": t.latency.quantile_ms(0.99),
-                    })).collect::<Vec<_>>(),
-                })).collect::<Vec<_>>(),
+                "per_second": timeline_json(&r.timeline),
             })).collect::<Vec<_>>(),
         });
         let json_path = args.out.join(format!("{}.json", scenario.name));
@@ -894,4 +859,28 @@ pub(crate) async fn drain(outstanding: &AtomicU64) {
     while outstanding.load(Relaxed) > 0 && start.elapsed() < CLIENT_TIMEOUT * 2 {
         sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Per second, per tier: the counts and latency percentiles the JSON results hold.
+fn timeline_json(timeline: &stats::Timeline) -> Vec<serde_json::Value> {
+    timeline
+        .iter()
+        .enumerate()
+        .map(|(s, tiers)| {
+            serde_json::json!({
+                "t": s,
+                "tiers": tiers.iter().zip(TIERS).map(|(t, name)| serde_json::json!({
+                    "tier": name,
+                    "offered": t.offered,
+                    "admitted": t.admitted(),
+                    "succeeded": t.succeeded,
+                    "shed": t.shed,
+                    "errors": t.errors,
+                    "p50_ms": t.latency.quantile_ms(0.5),
+                    "p95_ms": t.latency.quantile_ms(0.95),
+                    "p99_ms": t.latency.quantile_ms(0.99),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect()
 }
