@@ -80,24 +80,6 @@ impl fmt::Display for ReportError {
 
 impl std::error::Error for ReportError {}
 
-/// The v1 rule for custom metric names.
-pub(crate) fn is_valid_metric_name(name: &str) -> bool {
-    const RESERVED: [&str; 5] = [
-        "latency",
-        "errors",
-        "p50_latency",
-        "p95_latency",
-        "p99_latency",
-    ];
-    let b = name.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b[0].is_ascii_lowercase()
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_')
-        && !RESERVED.contains(&name)
-}
-
 /// The checks one tag's requests go through, compiled from a policy.
 #[derive(Clone, Copy, Debug)]
 struct Limits {
@@ -414,7 +396,7 @@ impl Engine {
     }
 
     fn register_metric(&self, metric: &str) -> Result<usize, ReportError> {
-        if !is_valid_metric_name(metric) {
+        if !crate::names::is_valid_metric(metric) {
             return Err(ReportError::InvalidName);
         }
         let mut w = self.lock();

@@ -59,6 +59,7 @@ mod engine;
 mod error;
 pub mod histogram;
 mod limiter;
+pub mod names;
 mod policy;
 pub mod reflex;
 pub mod rule;

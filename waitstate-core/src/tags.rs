@@ -8,31 +8,16 @@ use std::sync::{Arc, OnceLock};
 use crate::decision::Reason;
 use crate::histogram::{AtomicHistogram, Histogram};
 
-/// The tag of a request that names none (v1: a missing tag is `__default__`). An empty tag
-/// is counted as this tag too.
-pub const DEFAULT_TAG: &str = "__default__";
-/// The tag that counts every tag past the registry's cap, and every oversized tag.
-pub const OVERFLOW_TAG: &str = "__overflow__";
-/// The longest tag kept as itself, in bytes; a longer one is counted as [`OVERFLOW_TAG`].
-pub const MAX_TAG_LEN: usize = 128;
+pub use crate::names::{DEFAULT_TAG, MAX_TAG_LEN, OVERFLOW_TAG};
 /// How many custom metric names the engine tracks; reports past it are dropped and counted.
 pub const MAX_CUSTOM_METRICS: usize = 32;
 
-/// Checks a tag name given in configuration or in a policy.
+/// Checks a tag name given in configuration or in a policy ([`crate::names::tag_problem`]).
 pub(crate) fn check_tag_name(tag: &str) -> Result<(), String> {
-    if tag.is_empty() {
-        return Err("a tag cannot be empty".into());
+    match crate::names::tag_problem(tag) {
+        None => Ok(()),
+        Some(why) => Err(why.into_owned()),
     }
-    if tag.len() > MAX_TAG_LEN {
-        return Err(format!(
-            "a tag is at most {MAX_TAG_LEN} bytes, got {}",
-            tag.len()
-        ));
-    }
-    if tag.chars().any(char::is_control) {
-        return Err("a tag cannot hold control characters".into());
-    }
-    Ok(())
 }
 
 /// Shared by every slot of one engine: the requests in flight at each priority level, only
