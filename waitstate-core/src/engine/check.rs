@@ -1,0 +1,259 @@
+//! The hot path: find the tag's compiled checks, run them in the decision order (see the
+//! module docs), count the outcome.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use super::compile::{Checks, TagEntry};
+use super::{Demand, Engine, Ticket};
+use crate::decision::{Decision, Quota, Reason, Rejection};
+use crate::limiter::{PPM, throttle_admits};
+use crate::tags::{DEFAULT_TAG, MAX_TAG_LEN, Tag, TagSlot};
+
+impl Engine {
+    /// Decide for one request, without holding an in-flight slot.
+    ///
+    /// Counts the decision (admitted, or rejected by reason). `now` is the time since the
+    /// caller's origin; it is used by rate limits only.
+    pub fn decide(&self, demand: &Demand<'_>, now: Duration) -> Decision {
+        self.decide_lazy(demand, || now)
+    }
+
+    /// [`Engine::decide`], reading the time only if a rate limit needs it.
+    pub(crate) fn decide_lazy(
+        &self,
+        demand: &Demand<'_>,
+        now: impl FnOnce() -> Duration,
+    ) -> Decision {
+        self.with_entry(demand.tag, |entry| {
+            match self.check(entry, demand, now, false) {
+                Ok(would_reject) => Decision::Allowed { would_reject },
+                Err(rejection) => Decision::Rejected(rejection),
+            }
+        })
+    }
+
+    /// Decide, and when allowed hold an in-flight slot until the [`Ticket`] ends.
+    ///
+    /// # Errors
+    /// The [`Rejection`] when the request is turned away.
+    pub fn admit(&self, demand: &Demand<'_>, now: Duration) -> Result<Ticket, Rejection> {
+        self.admit_lazy(demand, || now)
+    }
+
+    pub(crate) fn admit_lazy(
+        &self,
+        demand: &Demand<'_>,
+        now: impl FnOnce() -> Duration,
+    ) -> Result<Ticket, Rejection> {
+        self.with_entry(demand.tag, |entry| {
+            let would_reject = self.check(entry, demand, now, true)?;
+            let slot = entry.slot.clone();
+            slot.in_flight.fetch_add(1, Relaxed);
+            Ok(Ticket {
+                global: entry.enforce.concurrency_cap.is_some() && !self.dry_run,
+                slot,
+                would_reject,
+                done: false,
+            })
+        })
+    }
+
+    /// Reject a request of `tag` for a reason decided outside the policy (the runtime's
+    /// safe mode), counting it like any rejection.
+    #[cfg(feature = "runtime")]
+    pub(crate) fn reject_outside(
+        &self,
+        tag: &str,
+        reason: Reason,
+        retry_after: Duration,
+    ) -> Rejection {
+        self.with_entry(tag, |entry| {
+            entry.slot.rejected[reason.index()].fetch_add(1, Relaxed);
+            Rejection {
+                reason,
+                tag: Tag(entry.slot.clone()),
+                retry_after: retry_after.max(Duration::from_millis(1)),
+                quota: None,
+            }
+        })
+    }
+
+    #[inline]
+    pub(super) fn with_entry<R>(&self, tag: &str, f: impl FnOnce(&TagEntry) -> R) -> R {
+        let tag = if tag.is_empty() { DEFAULT_TAG } else { tag };
+        let snap = self.snapshot.load();
+        if tag.len() > MAX_TAG_LEN {
+            return f(&snap.overflow);
+        }
+        if let Some(entry) = snap.tags.get(tag) {
+            return f(entry);
+        }
+        if snap.full {
+            return f(&snap.overflow);
+        }
+        drop(snap);
+        // First sight of a tag while the registry has room: the cold path.
+        let snap = self.register(tag);
+        let entry = snap.tags.get(tag).unwrap_or(&snap.overflow);
+        f(entry)
+    }
+
+    /// Run the checks in order; `Ok(would_reject)` or the rejection (already counted).
+    #[inline]
+    fn check(
+        &self,
+        entry: &TagEntry,
+        demand: &Demand<'_>,
+        now: impl FnOnce() -> Duration,
+        acquire: bool,
+    ) -> Result<Option<Reason>, Rejection> {
+        let slot = &entry.slot;
+        // The clock is read at most once, and only when a rate limit needs it.
+        let mut now = Some(now);
+        let mut now_ns = 0u64;
+        let mut clock = || {
+            if let Some(f) = now.take() {
+                now_ns = f().as_nanos().min(u128::from(u64::MAX)) as u64;
+            }
+            now_ns
+        };
+
+        let acquire = acquire && !self.dry_run;
+        let enforced = run_checks(&entry.enforce, slot, demand, &mut clock, acquire, false);
+        let mut would_reject = None;
+        match enforced {
+            Err(Refused {
+                reason,
+                retry_after,
+                quota,
+            }) if !self.dry_run => {
+                slot.rejected[reason.index()].fetch_add(1, Relaxed);
+                return Err(Rejection {
+                    reason,
+                    tag: Tag(slot.clone()),
+                    retry_after: retry_after
+                        .unwrap_or(self.retry_after)
+                        .max(Duration::from_millis(1)),
+                    quota,
+                });
+            }
+            Err(Refused { reason, .. }) => would_reject = Some(reason),
+            Ok(()) => {
+                if let Some(dry) = &entry.dry
+                    && let Err(Refused { reason, .. }) =
+                        run_checks(dry, slot, demand, &mut clock, false, true)
+                {
+                    would_reject = Some(reason);
+                }
+            }
+        }
+        if would_reject.is_some() {
+            slot.would_reject.fetch_add(1, Relaxed);
+        }
+        slot.admitted.fetch_add(1, Relaxed);
+        slot.admitted_weight_milli
+            .fetch_add((demand.weight * 1000.0) as u64, Relaxed);
+        Ok(would_reject)
+    }
+}
+
+/// A check that refused: why, how long to wait when a budget says so, and the budget.
+struct Refused {
+    reason: Reason,
+    retry_after: Option<Duration>,
+    quota: Option<Quota>,
+}
+
+impl Refused {
+    fn because(reason: Reason) -> Self {
+        Self {
+            reason,
+            retry_after: None,
+            quota: None,
+        }
+    }
+}
+
+/// The decision order: the v1 checks first (invalid weight, kill_signal, global_block,
+/// tag_blocked, over_weight), then ours (priority_shed, throttled, rate_limited,
+/// concurrency_limited).
+#[inline]
+fn run_checks(
+    l: &Checks,
+    slot: &TagSlot,
+    d: &Demand<'_>,
+    now_ns: &mut impl FnMut() -> u64,
+    acquire: bool,
+    dry: bool,
+) -> Result<(), Refused> {
+    let w = d.weight;
+    // v1 checks NaN and negative weights before anything else. Ours also refuses +inf: an
+    // infinite cost cannot be charged against any budget (v1 lets it through when no
+    // limit is finite).
+    if w.is_nan() || w < 0.0 || w == f64::INFINITY {
+        return Err(Refused::because(Reason::OverWeight));
+    }
+    if l.kill {
+        return Err(Refused::because(Reason::KillSignal));
+    }
+    if l.global_max_weight <= 0.0 {
+        return Err(Refused::because(Reason::GlobalBlock));
+    }
+    if w > l.max_weight {
+        return Err(Refused::because(Reason::TagBlocked));
+    }
+    if w > l.global_max_weight {
+        return Err(Refused::because(Reason::OverWeight));
+    }
+    if l.shed {
+        return Err(Refused::because(Reason::PriorityShed));
+    }
+    if l.throttle_ppm < PPM as u32 {
+        let credit = if dry {
+            &slot.dry_throttle_credit
+        } else {
+            &slot.throttle_credit
+        };
+        if !throttle_admits(credit, l.throttle_ppm, d.cohort) {
+            return Err(Refused::because(Reason::Throttled));
+        }
+    }
+    if let Some(gcra) = &l.rate {
+        let tat = if dry { &slot.dry_tat } else { &slot.tat };
+        if let Err(wait) = gcra.try_acquire(tat, now_ns(), w) {
+            let quota = Quota {
+                per_second: gcra.per_second,
+                burst: gcra.burst(),
+            };
+            return Err(Refused {
+                reason: Reason::RateLimited,
+                retry_after: Some(wait),
+                quota: Some(quota),
+            });
+        }
+    }
+    if let Some(cap) = l.concurrency_cap {
+        // A request counts the requests in flight at its own priority level and above, against
+        // its level's cap: a lower level yields to the work above it, and is never counted
+        // against a higher one (enterprise is not turned away because free holds slots;
+        // free is, because enterprise does). The top level's cap is the limit itself.
+        let levels = &slot.global.in_flight;
+        let own = &levels[slot.level].0;
+        let above = || -> u64 {
+            levels[slot.level + 1..]
+                .iter()
+                .map(|c| c.0.load(Relaxed))
+                .sum()
+        };
+        if acquire {
+            if own.fetch_add(1, Relaxed) + above() >= cap {
+                own.fetch_sub(1, Relaxed);
+                return Err(Refused::because(Reason::ConcurrencyLimited));
+            }
+        } else if own.load(Relaxed) + above() >= cap {
+            return Err(Refused::because(Reason::ConcurrencyLimited));
+        }
+    }
+    Ok(())
+}

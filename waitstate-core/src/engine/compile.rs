@@ -1,0 +1,260 @@
+//! Policy compilation: the local, remote and configured policies merged (the stricter
+//! wins) and compiled, per tag, into the checks the hot path runs; the snapshot published
+//! with one atomic store.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use foldhash::fast::RandomState;
+
+use super::Engine;
+use crate::error::ConfigError;
+use crate::limiter::{Gcra, PPM, percent_to_ppm};
+use crate::policy::Policy;
+use crate::tags::{MAX_TAG_LEN, OVERFLOW_TAG, TagSlot};
+
+/// The checks one tag's requests go through, compiled from a policy (the order is in
+/// `check::run_checks`).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Checks {
+    pub(super) kill: bool,
+    pub(super) global_max_weight: f64,
+    pub(super) max_weight: f64,
+    pub(super) shed: bool,
+    pub(super) throttle_ppm: u32,
+    pub(super) rate: Option<Gcra>,
+    pub(super) concurrency_cap: Option<u64>,
+}
+
+#[derive(Debug)]
+pub(super) struct TagEntry {
+    pub(super) slot: Arc<TagSlot>,
+    pub(super) enforce: Checks,
+    /// Checks from dry-run rules: checked after enforcement passes, counted, not enforced.
+    pub(super) dry: Option<Checks>,
+}
+
+/// The immutable snapshot the hot path reads with one atomic load.
+#[derive(Debug)]
+pub(super) struct Snapshot {
+    pub(super) tags: HashMap<Box<str>, TagEntry, RandomState>,
+    pub(super) overflow: TagEntry,
+    /// The registry is at its cap: an unknown tag goes to `overflow` without a lock.
+    pub(super) full: bool,
+    /// The metric name table for `report`.
+    pub(super) metrics: HashMap<Box<str>, usize, RandomState>,
+    pub(super) policy: Arc<Policy>,
+    pub(super) dry_policy: Arc<Policy>,
+}
+
+#[derive(Debug)]
+/// What every snapshot is compiled from; changed under the engine's lock.
+pub(super) struct PolicySources {
+    pub(super) slots: Vec<Arc<TagSlot>>,
+    pub(super) local: Policy,
+    pub(super) local_dry: Policy,
+    pub(super) remote: Option<Policy>,
+    pub(super) metrics: Vec<Box<str>>,
+}
+
+impl Engine {
+    /// The effective policy: local and remote merged, the stricter wins.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.snapshot.load().policy.clone()
+    }
+
+    /// The policy of the dry-run rules (watched, not enforced).
+    pub fn dry_policy(&self) -> Arc<Policy> {
+        self.snapshot.load().dry_policy.clone()
+    }
+
+    /// Install the local reflex policy (enforced) and the dry-run rules' policy.
+    ///
+    /// # Errors
+    /// [`ConfigError::Policy`] when either fails [`Policy::validate`]; the last good policy
+    /// stays.
+    pub fn set_local_policy(&self, enforce: Policy, dry: Policy) -> Result<(), ConfigError> {
+        enforce.validate()?;
+        dry.validate()?;
+        let mut w = self.lock();
+        if w.local == enforce && w.local_dry == dry {
+            return Ok(());
+        }
+        w.local = enforce;
+        w.local_dry = dry;
+        self.rebuild(&mut w);
+        Ok(())
+    }
+
+    /// Install (or with `None`, drop) the remote policy from a control plane. It merges
+    /// with the local one; the stricter wins.
+    ///
+    /// # Errors
+    /// [`ConfigError::Policy`] when it fails [`Policy::validate`]; the last good policy
+    /// stays.
+    pub fn set_remote_policy(&self, remote: Option<Policy>) -> Result<(), ConfigError> {
+        if let Some(p) = &remote {
+            p.validate()?;
+        }
+        let mut w = self.lock();
+        if w.remote == remote {
+            return Ok(());
+        }
+        w.remote = remote;
+        self.rebuild(&mut w);
+        Ok(())
+    }
+
+    /// The cold path: give `tag` a slot (if there is room) and publish a new snapshot.
+    pub(super) fn register(&self, tag: &str) -> arc_swap::Guard<Arc<Snapshot>> {
+        let mut w = self.lock();
+        let snap = self.snapshot.load();
+        if snap.tags.contains_key(tag) || snap.full {
+            return snap;
+        }
+        drop(snap);
+        w.slots.push(Arc::new(TagSlot::new(
+            tag,
+            self.priority_of(tag),
+            self.global.clone(),
+        )));
+        self.rebuild(&mut w);
+        self.snapshot.load()
+    }
+
+    /// Compile the writer's state into a new snapshot and publish it.
+    pub(super) fn rebuild(&self, w: &mut PolicySources) {
+        let local = w.local.stricter(&self.config_limits);
+        let policy = match &w.remote {
+            Some(r) => local.stricter(r),
+            None => local,
+        };
+        let dry = w.local_dry.clone();
+        // Tags a policy names get a slot while there is room (they are tracked from now on).
+        let named: Vec<String> = policy
+            .named_tags()
+            .chain(dry.named_tags())
+            .filter(|t| t.len() <= MAX_TAG_LEN && !t.is_empty())
+            .map(str::to_owned)
+            .collect();
+        for name in &named {
+            if w.slots.len() + 1 < self.tag_cap && !w.slots.iter().any(|s| &*s.name == name) {
+                w.slots.push(Arc::new(TagSlot::new(
+                    name,
+                    self.priority_of(name),
+                    self.global.clone(),
+                )));
+            }
+        }
+        let dry_active = !dry.is_open();
+        let entry = |slot: &Arc<TagSlot>, name: &str| TagEntry {
+            slot: slot.clone(),
+            enforce: self.compile(&policy, name, slot.priority),
+            dry: dry_active.then(|| self.compile(&dry.stricter(&policy), name, slot.priority)),
+        };
+        let mut tags: HashMap<Box<str>, TagEntry, RandomState> =
+            HashMap::with_capacity_and_hasher(w.slots.len() + named.len(), RandomState::default());
+        for slot in &w.slots {
+            tags.insert(slot.name.clone(), entry(slot, &slot.name));
+        }
+        // Named tags past the cap keep their own limits, counted under the overflow slot.
+        for name in named {
+            if !tags.contains_key(name.as_str()) {
+                let e = TagEntry {
+                    slot: self.overflow.clone(),
+                    ..entry(&self.overflow, &name)
+                };
+                tags.insert(name.into_boxed_str(), e);
+            }
+        }
+        let metrics = w
+            .metrics
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.clone(), i))
+            .collect();
+        let snapshot = Snapshot {
+            full: w.slots.len() + 1 >= self.tag_cap,
+            overflow: entry(&self.overflow, OVERFLOW_TAG),
+            tags,
+            metrics,
+            policy: Arc::new(policy),
+            dry_policy: Arc::new(dry),
+        };
+        self.snapshot.store(Arc::new(snapshot));
+    }
+
+    fn compile(&self, p: &Policy, name: &str, priority: i64) -> Checks {
+        let tag_throttle = p.tag_throttles.get(name).copied().unwrap_or(100.0);
+        let level_throttle = p
+            .priority_throttles
+            .get(&priority)
+            .copied()
+            .unwrap_or(100.0);
+        let throttle = tag_throttle
+            .min(level_throttle)
+            .min(p.global_throttle.unwrap_or(100.0));
+        Checks {
+            kill: p.kill_signal,
+            global_max_weight: p.global_max_weight,
+            max_weight: p
+                .tag_max_weights
+                .get(name)
+                .copied()
+                .unwrap_or(f64::INFINITY),
+            shed: p.priority_floor.is_some_and(|floor| priority < floor),
+            throttle_ppm: percent_to_ppm(throttle),
+            rate: p.tag_rate_limits.get(name).map(|r| Gcra::new(*r)),
+            concurrency_cap: p
+                .concurrency_limit
+                .map(|limit| self.concurrency_cap(limit, priority)),
+        }
+    }
+
+    /// Under a concurrency limit, the highest priority may fill every slot and every lower
+    /// level a third of them. A request counts the requests in flight at its own level and
+    /// above against its level's cap (see `check_limits`), so with equal caps the lower level
+    /// still yields first (free counts pro's requests, pro does not count free's), and no
+    /// lower level takes the top level's headroom. A third: while the top level is quiet,
+    /// lower levels keep the queue in front of the backend at a third of the limit, which is
+    /// the wait the top level meets when it arrives, and the top level keeps two thirds of
+    /// the limit as headroom for its own bursts (measured in `scenarios/`: at a half, a
+    /// fleet sharing one backend had to choose between enterprise's headroom and its
+    /// latency).
+    ///
+    /// So the limit binds the top level exactly; lower levels' requests admitted while the
+    /// levels above were quiet may, while they finish, add to it (at most a third of the
+    /// limit each). This is the trade the partitioned limiters make (Netflix's
+    /// concurrency-limits admits a partition under its guaranteed share past the total): a
+    /// surge of free requests must not turn enterprise away.
+    fn concurrency_cap(&self, limit: u64, priority: i64) -> u64 {
+        let top = self.global.levels().last().is_none_or(|l| priority >= *l);
+        if top { limit } else { (limit / 3).max(1) }
+    }
+}
+
+impl Snapshot {
+    pub(super) fn empty(overflow: &Arc<TagSlot>) -> Self {
+        let open = Checks {
+            kill: false,
+            global_max_weight: f64::INFINITY,
+            max_weight: f64::INFINITY,
+            shed: false,
+            throttle_ppm: PPM as u32,
+            rate: None,
+            concurrency_cap: None,
+        };
+        Self {
+            tags: HashMap::default(),
+            overflow: TagEntry {
+                slot: overflow.clone(),
+                enforce: open,
+                dry: None,
+            },
+            full: true,
+            metrics: HashMap::default(),
+            policy: Arc::new(Policy::default()),
+            dry_policy: Arc::new(Policy::default()),
+        }
+    }
+}

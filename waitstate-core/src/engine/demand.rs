@@ -1,0 +1,65 @@
+//! What a request asks of the gate.
+
+use std::fmt;
+
+#[allow(unused_imports)] // the docs link to them
+use crate::tags::{DEFAULT_TAG, MAX_CUSTOM_METRICS};
+
+/// What one request asks of the gate: its tag, its weight and, optionally, a cohort key.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Demand<'a> {
+    /// The traffic class. Empty means [`DEFAULT_TAG`].
+    pub tag: &'a str,
+    /// The cost in units (1.0 by default). NaN, negative or infinite is `over_weight`.
+    pub weight: f64,
+    /// A stable hash of the user or API key: throttling then turns away the same cohorts
+    /// each time.
+    pub cohort: Option<u64>,
+}
+
+impl<'a> Demand<'a> {
+    /// A demand of weight 1 for `tag`.
+    pub fn new(tag: &'a str) -> Self {
+        Self {
+            tag,
+            weight: 1.0,
+            cohort: None,
+        }
+    }
+
+    /// Set the weight.
+    pub fn weight(mut self, weight: f64) -> Self {
+        self.weight = weight;
+        self
+    }
+
+    /// Set the cohort key.
+    pub fn cohort(mut self, cohort: u64) -> Self {
+        self.cohort = Some(cohort);
+        self
+    }
+}
+
+/// Why [`Engine::report`] dropped a value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReportError {
+    /// Not 1..63 chars of `[a-z0-9_]` starting with a letter, or a reserved name.
+    InvalidName,
+    /// The value is NaN or infinite.
+    NotFinite,
+    /// Already tracking the most custom metrics ([`MAX_CUSTOM_METRICS`]).
+    TooManyMetrics,
+}
+
+impl fmt::Display for ReportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::InvalidName => "invalid metric name: 1..63 chars of [a-z0-9_], starting with a letter, not reserved",
+            Self::NotFinite => "metric value is not finite",
+            Self::TooManyMetrics => "too many custom metrics",
+        })
+    }
+}
+
+impl std::error::Error for ReportError {}

@@ -1,0 +1,421 @@
+//! The engine's unit tests.
+
+use super::*;
+use crate::decision::{Decision, Reason};
+use crate::tags::{Aggregate, MAX_CUSTOM_METRICS};
+
+fn engine(toml: &str) -> Engine {
+    Engine::new(&Config::from_toml_str(toml).unwrap()).unwrap()
+}
+
+fn tiers() -> Engine {
+    engine("[tags]\nenterprise = 100\npro = 50\nfree = 10\n")
+}
+
+const T0: Duration = Duration::ZERO;
+
+fn reason(e: &Engine, tag: &str, weight: f64) -> Option<Reason> {
+    e.decide(&Demand::new(tag).weight(weight), T0).reason()
+}
+
+#[test]
+fn open_policy_allows_and_counts() {
+    let e = tiers();
+    for _ in 0..3 {
+        assert!(e.decide(&Demand::new("pro"), T0).is_allowed());
+    }
+    assert_eq!(e.counters("pro").unwrap().admitted, 3);
+    assert_eq!(e.counters("free").unwrap().admitted, 0);
+}
+
+#[test]
+fn v1_order_kill_then_global_then_tag_then_weight() {
+    let e = tiers();
+    let mut p = Policy::default();
+    p.kill_signal = true;
+    p.global_max_weight = 0.0;
+    p.tag_max_weights.insert("free".into(), 0.0);
+    e.set_remote_policy(Some(p.clone())).unwrap();
+    assert_eq!(reason(&e, "free", 1.0), Some(Reason::KillSignal));
+    p.kill_signal = false;
+    e.set_remote_policy(Some(p.clone())).unwrap();
+    assert_eq!(reason(&e, "free", 1.0), Some(Reason::GlobalBlock));
+    p.global_max_weight = 10.0;
+    e.set_remote_policy(Some(p.clone())).unwrap();
+    assert_eq!(reason(&e, "free", 1.0), Some(Reason::TagBlocked));
+    assert_eq!(reason(&e, "pro", 11.0), Some(Reason::OverWeight));
+    assert_eq!(reason(&e, "pro", 10.0), None);
+    // Invalid weights come first, as in v1.
+    p.kill_signal = true;
+    e.set_remote_policy(Some(p)).unwrap();
+    assert_eq!(reason(&e, "pro", f64::NAN), Some(Reason::OverWeight));
+    assert_eq!(reason(&e, "pro", -1.0), Some(Reason::OverWeight));
+}
+
+#[test]
+fn bad_weights_have_a_defined_answer() {
+    let e = tiers();
+    for w in [f64::NAN, -1.0, f64::NEG_INFINITY, f64::INFINITY, -0.000_1] {
+        let d = e.decide(&Demand::new("pro").weight(w), T0);
+        assert_eq!(d.reason(), Some(Reason::OverWeight), "{w}");
+    }
+    assert!(e.decide(&Demand::new("pro").weight(0.0), T0).is_allowed());
+    assert!(
+        e.decide(&Demand::new("pro").weight(f64::MAX), T0)
+            .is_allowed()
+    );
+}
+
+#[test]
+fn rejection_carries_tag_priority_and_retry_after() {
+    let e = tiers();
+    let mut p = Policy::default();
+    p.tag_max_weights.insert("free".into(), 0.0);
+    e.set_remote_policy(Some(p)).unwrap();
+    let Decision::Rejected(r) = e.decide(&Demand::new("free"), T0) else {
+        panic!("free must be blocked")
+    };
+    assert_eq!(r.reason(), Reason::TagBlocked);
+    assert_eq!(r.tag(), "free");
+    assert_eq!(r.priority(), 10);
+    assert_eq!(r.retry_after(), Duration::from_secs(1));
+    assert_eq!(r.retry_after_secs(), 1);
+    assert_eq!(
+        e.counters("free").unwrap().rejected_for(Reason::TagBlocked),
+        1
+    );
+}
+
+#[test]
+fn empty_and_oversized_tags() {
+    let e = tiers();
+    assert!(e.decide(&Demand::new(""), T0).is_allowed());
+    assert_eq!(e.counters(DEFAULT_TAG).unwrap().admitted, 1);
+    let huge = "x".repeat(10 * 1024);
+    assert!(e.decide(&Demand::new(&huge), T0).is_allowed());
+    assert_eq!(e.counters(OVERFLOW_TAG).unwrap().admitted, 1);
+    assert!(e.counters(&huge).is_none());
+}
+
+#[test]
+fn a_flood_of_tags_stays_bounded() {
+    let e = engine("tag_cap = 16\n[tags]\nfree = 10\n");
+    for i in 0..1_000_000u32 {
+        let tag = format!("user-{i}");
+        assert!(e.decide(&Demand::new(&tag), T0).is_allowed());
+    }
+    let tags = e.tags();
+    // The cap counts every slot: `__default__`, `free`, 13 users and `__overflow__`.
+    assert_eq!(tags.len(), 16);
+    assert_eq!(e.counters(OVERFLOW_TAG).unwrap().admitted, 1_000_000 - 13);
+    let total: u64 = tags
+        .iter()
+        .map(|t| e.counters(t.as_str()).unwrap().admitted)
+        .sum();
+    assert_eq!(total, 1_000_000);
+}
+
+#[test]
+fn policy_named_tags_past_the_cap_keep_their_limits() {
+    let e = engine("tag_cap = 4\n[tags]\nfree = 10\n");
+    // Fill the registry.
+    for t in ["a", "b", "c", "d"] {
+        let _ = e.decide(&Demand::new(t), T0);
+    }
+    let mut p = Policy::default();
+    p.tag_max_weights.insert("late".into(), 0.0);
+    e.set_remote_policy(Some(p)).unwrap();
+    assert_eq!(reason(&e, "late", 1.0), Some(Reason::TagBlocked));
+    assert_eq!(reason(&e, "other", 1.0), None);
+    assert_eq!(e.counters(OVERFLOW_TAG).unwrap().rejected_total(), 1);
+}
+
+#[test]
+fn throttle_is_deterministic_per_tag_and_consistent_per_cohort() {
+    let e = tiers();
+    let mut p = Policy::default();
+    p.tag_throttles.insert("pro".into(), 50.0);
+    e.set_remote_policy(Some(p)).unwrap();
+    let admitted = (0..1000)
+        .filter(|_| reason(&e, "pro", 1.0).is_none())
+        .count();
+    assert_eq!(admitted, 500);
+    let run = |e: &Engine| -> Vec<bool> {
+        (0..200u64)
+            .map(|k| e.decide(&Demand::new("pro").cohort(k), T0).is_allowed())
+            .collect()
+    };
+    assert_eq!(run(&e), run(&e));
+    assert!(reason(&e, "enterprise", 1.0).is_none());
+}
+
+#[test]
+fn rate_limit_spends_weight_and_says_when() {
+    let e = tiers();
+    let mut p = Policy::default();
+    p.tag_rate_limits.insert("free".into(), 10.0);
+    e.set_remote_policy(Some(p)).unwrap();
+    let d = Demand::new("free").weight(4.0);
+    assert!(e.decide(&d, T0).is_allowed());
+    assert!(e.decide(&d, T0).is_allowed());
+    let Decision::Rejected(r) = e.decide(&d, T0) else {
+        panic!("budget of 10 spent")
+    };
+    assert_eq!(r.reason(), Reason::RateLimited);
+    assert_eq!(r.retry_after(), Duration::from_millis(200));
+    assert_eq!(r.quota().unwrap().per_second, 10.0);
+    assert!(e.decide(&d, Duration::from_millis(200)).is_allowed());
+}
+
+#[test]
+fn priority_floor_sheds_below_it() {
+    let e = tiers();
+    let mut p = Policy::default();
+    p.priority_floor = Some(50);
+    e.set_remote_policy(Some(p)).unwrap();
+    assert_eq!(reason(&e, "free", 1.0), Some(Reason::PriorityShed));
+    assert_eq!(reason(&e, "unknown", 1.0), Some(Reason::PriorityShed));
+    assert_eq!(reason(&e, "pro", 1.0), None);
+    assert_eq!(reason(&e, "enterprise", 1.0), None);
+}
+
+#[test]
+fn concurrency_limit_turns_lower_priorities_away_first() {
+    let e = tiers();
+    let mut p = Policy::default();
+    p.concurrency_limit = Some(12);
+    e.set_remote_policy(Some(p)).unwrap();
+    // Levels 0, 10, 50, 100: every level below the top may use 12 / 3 = 4.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(e.admit(&Demand::new("free"), T0).unwrap());
+    }
+    let r = e.admit(&Demand::new("free"), T0).unwrap_err();
+    assert_eq!(r.reason(), Reason::ConcurrencyLimited);
+    // Free's four do not count against enterprise: it may still fill its whole cap.
+    for _ in 0..12 {
+        held.push(e.admit(&Demand::new("enterprise"), T0).unwrap());
+    }
+    assert_eq!(
+        e.admit(&Demand::new("enterprise"), T0)
+            .unwrap_err()
+            .reason(),
+        Reason::ConcurrencyLimited
+    );
+    // Enterprise's twelve count against free: with the four free gone, free stays out.
+    held.drain(..4);
+    assert_eq!(
+        e.admit(&Demand::new("free"), T0).unwrap_err().reason(),
+        Reason::ConcurrencyLimited
+    );
+    // Pro counts enterprise too, not free: with 2 enterprise and 1 free in flight, two
+    // pro fit, and free (which counts them all) no longer does.
+    held.drain(..10);
+    held.push(e.admit(&Demand::new("free"), T0).unwrap());
+    held.push(e.admit(&Demand::new("pro"), T0).unwrap());
+    held.push(e.admit(&Demand::new("pro"), T0).unwrap());
+    assert_eq!(e.global.total(), 5);
+    assert_eq!(
+        e.admit(&Demand::new("free"), T0).unwrap_err().reason(),
+        Reason::ConcurrencyLimited
+    );
+    assert_eq!(
+        e.admit(&Demand::new("pro"), T0).unwrap_err().reason(),
+        Reason::ConcurrencyLimited
+    );
+    held.pop();
+    assert!(e.admit(&Demand::new("enterprise"), T0).is_ok());
+    drop(held);
+    assert_eq!(e.in_flight(), 0);
+    assert_eq!(e.global.total(), 0);
+}
+
+#[test]
+fn limits_hold_from_the_start_and_no_policy_loosens_them() {
+    let e = engine(
+        "[tags]\nfree = 10\nenterprise = 100\n[limits]\nconcurrency = 2\nrate = { free = 1 }\n",
+    );
+    // No tick has run: the limits are already the policy.
+    assert_eq!(e.policy().concurrency_limit, Some(2));
+    assert!(e.decide(&Demand::new("free"), T0).is_allowed());
+    assert_eq!(reason(&e, "free", 1.0), Some(Reason::RateLimited));
+    // A looser local or remote policy does not lift them; a stricter one wins.
+    let mut loose = Policy::default();
+    loose.concurrency_limit = Some(100);
+    e.set_local_policy(loose.clone(), Policy::default())
+        .unwrap();
+    e.set_remote_policy(Some(loose)).unwrap();
+    let held = [
+        e.admit(&Demand::new("enterprise"), T0).unwrap(),
+        e.admit(&Demand::new("enterprise"), T0).unwrap(),
+    ];
+    assert_eq!(
+        e.admit(&Demand::new("enterprise"), T0)
+            .unwrap_err()
+            .reason(),
+        Reason::ConcurrencyLimited
+    );
+    drop(held);
+    let mut strict = Policy::default();
+    strict.concurrency_limit = Some(1);
+    e.set_remote_policy(Some(strict)).unwrap();
+    assert_eq!(e.policy().concurrency_limit, Some(1));
+    assert_eq!(e.policy().tag_rate_limits.get("free"), Some(&1.0));
+}
+
+proptest::proptest! {
+    /// The per-level counters of the concurrency cap follow every admission and every
+    /// release, whatever the order, the tags and the policy changes in between.
+    #[test]
+    fn level_counters_follow_every_ticket(
+        ops in proptest::collection::vec((0usize..5, 0u8..4), 1..300),
+    ) {
+        let e = tiers();
+        let tags = ["enterprise", "pro", "free", "anonymous", ""];
+        let mut held = Vec::new();
+        for (tag, op) in ops {
+            match op {
+                0 if !held.is_empty() => drop(held.remove(tag % held.len())),
+                1 if !held.is_empty() => {
+                    let t: Ticket = held.swap_remove(0);
+                    t.finish(Duration::from_millis(1), false);
+                }
+                2 => {
+                    // The limit comes and goes: a ticket taken without it holds no
+                    // level slot, one taken with it holds one.
+                    let mut p = Policy::default();
+                    p.concurrency_limit = (tag % 2 == 0).then_some(6);
+                    e.set_remote_policy(Some(p)).unwrap();
+                }
+                _ => {
+                    if let Ok(t) = e.admit(&Demand::new(tags[tag]), T0) {
+                        held.push(t);
+                    }
+                }
+            }
+            let counted = held.iter().filter(|t| t.global).count() as u64;
+            proptest::prop_assert_eq!(e.global.total(), counted);
+        }
+        drop(held);
+        proptest::prop_assert_eq!(e.global.total(), 0);
+    }
+}
+
+#[test]
+fn tickets_release_exactly_once() {
+    let e = tiers();
+    let a = e.admit(&Demand::new("pro"), T0).unwrap();
+    let b = e.admit(&Demand::new("pro"), T0).unwrap();
+    assert_eq!(e.in_flight(), 2);
+    a.finish(Duration::from_millis(30), true);
+    drop(b);
+    let c = e.counters("pro").unwrap();
+    assert_eq!((c.in_flight, c.completed, c.errors), (0, 1, 1));
+    assert_eq!(c.latency.count(), 1);
+}
+
+#[test]
+fn dry_run_mode_rejects_nothing_and_counts_what_it_would() {
+    let e = engine("dry_run = true\n[tags]\nfree = 10\n");
+    let mut p = Policy::default();
+    p.tag_max_weights.insert("free".into(), 0.0);
+    p.concurrency_limit = Some(1);
+    e.set_remote_policy(Some(p)).unwrap();
+    let d = e.decide(&Demand::new("free"), T0);
+    assert!(matches!(
+        d,
+        Decision::Allowed {
+            would_reject: Some(Reason::TagBlocked)
+        }
+    ));
+    let t = e.admit(&Demand::new("free"), T0).unwrap();
+    assert_eq!(t.would_reject(), Some(Reason::TagBlocked));
+    let c = e.counters("free").unwrap();
+    assert_eq!((c.admitted, c.would_reject, c.rejected_total()), (2, 2, 0));
+    drop(t);
+    assert_eq!(e.global.total(), 0);
+}
+
+#[test]
+fn dry_rules_are_watched_not_enforced() {
+    let e = tiers();
+    let mut dry = Policy::default();
+    dry.tag_max_weights.insert("free".into(), 0.0);
+    e.set_local_policy(Policy::default(), dry).unwrap();
+    let d = e.decide(&Demand::new("free"), T0);
+    assert!(matches!(
+        d,
+        Decision::Allowed {
+            would_reject: Some(Reason::TagBlocked)
+        }
+    ));
+    assert!(matches!(
+        e.decide(&Demand::new("pro"), T0),
+        Decision::Allowed { would_reject: None }
+    ));
+}
+
+#[test]
+fn local_and_remote_merge_stricter_wins_and_bad_remote_is_refused() {
+    let e = tiers();
+    let mut local = Policy::default();
+    local.tag_throttles.insert("pro".into(), 50.0);
+    e.set_local_policy(local, Policy::default()).unwrap();
+    let mut remote = Policy::default();
+    remote.tag_max_weights.insert("free".into(), 0.0);
+    e.set_remote_policy(Some(remote)).unwrap();
+    assert_eq!(reason(&e, "free", 1.0), Some(Reason::TagBlocked));
+    assert_eq!(e.policy().tag_throttles["pro"], 50.0);
+    let mut bad = Policy::default();
+    bad.tag_rate_limits.insert("free".into(), f64::NAN);
+    assert!(e.set_remote_policy(Some(bad)).is_err());
+    assert_eq!(
+        reason(&e, "free", 1.0),
+        Some(Reason::TagBlocked),
+        "last good stays"
+    );
+    e.set_remote_policy(None).unwrap();
+    assert_eq!(reason(&e, "free", 1.0), None);
+}
+
+#[test]
+fn custom_metrics_are_validated_bounded_and_windowed() {
+    let e = tiers();
+    assert_eq!(e.report("Queue", 1.0, None), Err(ReportError::InvalidName));
+    assert_eq!(
+        e.report("latency", 1.0, None),
+        Err(ReportError::InvalidName)
+    );
+    assert_eq!(
+        e.report("queue", f64::NAN, None),
+        Err(ReportError::NotFinite)
+    );
+    e.report("queue", 3.0, Some("free")).unwrap();
+    e.report("queue", 5.0, Some("free")).unwrap();
+    e.report("queue", 7.0, None).unwrap();
+    for i in 1..MAX_CUSTOM_METRICS {
+        e.report(&format!("m{i}"), 1.0, None).unwrap();
+    }
+    assert_eq!(
+        e.report("one_too_many", 1.0, None),
+        Err(ReportError::TooManyMetrics)
+    );
+    let mut out = Vec::new();
+    e.take_custom(&mut out);
+    let free = out
+        .iter()
+        .find(|(t, n, _)| t.as_ref().is_some_and(|t| t.as_str() == "free") && n == "queue")
+        .unwrap();
+    assert_eq!(
+        free.2,
+        Aggregate {
+            min: 3.0,
+            max: 5.0,
+            sum: 8.0,
+            count: 2
+        }
+    );
+    out.clear();
+    e.take_custom(&mut out);
+    assert!(out.is_empty(), "a take starts a new window");
+}

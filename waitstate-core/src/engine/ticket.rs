@@ -1,0 +1,80 @@
+//! The pure core's RAII guard for an admitted request.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use crate::decision::Reason;
+use crate::tags::{Tag, TagSlot};
+
+/// An admitted request's hold on its in-flight slot (the pure core's RAII guard).
+///
+/// [`Ticket::finish`] records the latency and outcome; dropping it without finishing only
+/// releases the slot. The runtime's `Permit` wraps it and measures the latency itself.
+#[must_use = "dropping the ticket releases the in-flight slot at once"]
+pub struct Ticket {
+    pub(super) slot: Arc<TagSlot>,
+    pub(super) global: bool,
+    pub(super) would_reject: Option<Reason>,
+    pub(super) done: bool,
+}
+
+impl fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ticket")
+            .field("tag", &&*self.slot.name)
+            .field("would_reject", &self.would_reject)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ticket {
+    /// The tag the request counts under.
+    pub fn tag(&self) -> Tag {
+        Tag(self.slot.clone())
+    }
+
+    /// The tag's name.
+    pub fn tag_name(&self) -> &str {
+        &self.slot.name
+    }
+
+    /// In dry run: the reason enforcement would have rejected this request.
+    pub fn would_reject(&self) -> Option<Reason> {
+        self.would_reject
+    }
+
+    /// End the request: record its latency and whether it failed, release the slot.
+    pub fn finish(mut self, latency: Duration, error: bool) {
+        self.finish_in_place(latency, error);
+    }
+
+    /// [`Ticket::finish`] without consuming the ticket (for a guard's `Drop`): records and
+    /// releases once; later calls, and the drop, do nothing.
+    pub(crate) fn finish_in_place(&mut self, latency: Duration, error: bool) {
+        if !self.done {
+            self.slot
+                .record_completion(latency.as_micros().min(u128::from(u64::MAX)) as u64, error);
+            self.release();
+        }
+    }
+
+    fn release(&mut self) {
+        if !self.done {
+            self.done = true;
+            self.slot.in_flight.fetch_sub(1, Relaxed);
+            if self.global {
+                self.slot.global.in_flight[self.slot.level]
+                    .0
+                    .fetch_sub(1, Relaxed);
+            }
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
