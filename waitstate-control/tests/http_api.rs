@@ -2,26 +2,40 @@
 //! or malformed body, expired or foreign token. Each gets the right 4xx, nothing is stored
 //! and nothing is leaked.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use common::{ORG, PK, SK};
 use reqwest::StatusCode;
 use tokio::net::TcpListener;
-use waitstate_control::{AppState, ControlServer};
+use waitstate_control::{AppState, ControlConfig, ControlServer};
 use waitstate_core::wire;
 
 const NOW_MS: u64 = 1_700_000_000_000;
+const PK: &str = "pk_test_1";
+const SK: &str = "sk_test_1_secret";
+const ORG: &str = "acme";
+
+/// One org with one key pair, small bodies, a 60 s skew and 10 min tokens.
+const CONFIG: &str = r#"
+[tags]
+free = 10
+
+[server]
+listen = "127.0.0.1:0"
+max_body_bytes = 4096
+skew = "60s"
+token_ttl = "10m"
+
+[[keys]]
+publish_key = "pk_test_1"
+secret_key = "sk_test_1_secret"
+org_id = "acme"
+"#;
 
 async fn server_with_clock() -> (ControlServer, Arc<AtomicU64>) {
     let clock = Arc::new(AtomicU64::new(NOW_MS));
     let c = clock.clone();
-    let config = common::config(
-        "max_body_bytes = 4096\nskew = \"60s\"\ntoken_ttl = \"10m\"",
-        "[tags]\nfree = 10\n",
-    );
+    let config = ControlConfig::from_toml_str(CONFIG).unwrap();
     let state =
         AppState::with_wall_clock(config, Box::new(move || c.load(Ordering::Relaxed))).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

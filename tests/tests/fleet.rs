@@ -1,6 +1,6 @@
 //! Three in-process SDK instances and one control plane, in virtual time.
 
-mod common;
+use waitstate_tests::control as common;
 
 use std::time::Duration;
 
@@ -8,17 +8,12 @@ use common::{ORG, PK, SK};
 use waitstate_core::{ControlPlane, Demand, Reason, WaitState};
 
 fn instance(url: &str) -> WaitState {
-    WaitState::builder()
-        .tag("enterprise", 100)
-        .tag("free", 10)
-        .control_plane(
-            ControlPlane::new(url, PK, SK)
-                .pulse_interval(Duration::from_secs(1))
-                .sync_interval(Duration::from_secs(2))
-                .timeout(Duration::from_secs(30)),
-        )
-        .build()
-        .unwrap()
+    common::instance(
+        ControlPlane::new(url, PK, SK)
+            .pulse_interval(Duration::from_secs(1))
+            .sync_interval(Duration::from_secs(2))
+            .timeout(Duration::from_secs(30)),
+    )
 }
 
 /// A request of `tag` that took `ms` (the latency is given, not slept).

@@ -1,7 +1,7 @@
 //! The control plane fails: down at start, down after a sync, back up, restarted empty; and
 //! a control plane that sends a bad policy. Virtual time throughout.
 
-mod common;
+use waitstate_tests::control as common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,19 +16,14 @@ use waitstate_core::{ControlPlane, ControlStatus, Reason, SafeMode, WaitState};
 const SECOND: Duration = Duration::from_secs(1);
 
 fn instance(url: &str, mode: SafeMode) -> WaitState {
-    WaitState::builder()
-        .tag("enterprise", 100)
-        .tag("free", 10)
-        .control_plane(
-            ControlPlane::new(url, PK, SK)
-                .pulse_interval(Duration::from_secs(5))
-                .sync_interval(Duration::from_secs(5))
-                .timeout(Duration::from_secs(30))
-                .safe_mode(mode)
-                .safe_mode_max_rps(5.0),
-        )
-        .build()
-        .unwrap()
+    common::instance(
+        ControlPlane::new(url, PK, SK)
+            .pulse_interval(Duration::from_secs(5))
+            .sync_interval(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .safe_mode(mode)
+            .safe_mode_max_rps(5.0),
+    )
 }
 
 fn status(ws: &WaitState) -> ControlStatus {

@@ -1,7 +1,7 @@
 //! The published `waitstate` 0.1 crate, unchanged, against our control plane: a fleet rule
 //! that blocks `free` reaches it through its own pulse and sync, and its gate obeys.
 
-mod common;
+use waitstate_tests::control as common;
 
 use std::time::Duration;
 
