@@ -9,8 +9,9 @@
 //! - A policy (from a pulse answer or a sync) is validated; a bad one is logged and the last
 //!   good policy stays. A good one renews the lease (`leaseDurationSeconds`, or
 //!   [`ControlPlane::lease`]).
-//! - When the lease expires: safe mode ([`SafeMode`]), logged once; left on the next
-//!   successful pulse or sync.
+//! - When the lease expires: safe mode ([`SafeMode`](crate::config::SafeMode)), logged
+//!   once; left on the next successful pulse or sync. The state machine is [`Lease`] (pure,
+//!   time passed in); this task drives it with the clock and applies its transitions.
 //! - Telemetry is cumulative counters minus what the control plane acknowledged, so a
 //!   failed pulse loses nothing: the next one carries it. At most
 //!   [`ControlPlane::carried_windows`] pulse windows are carried; older ones are dropped
@@ -19,22 +20,21 @@
 //!   capped at the normal cadence). Every call has a timeout.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
+use super::lease::{Effect, Lease, SafeModeGate, Transition};
 use super::wire::{
     self, HEADER_ID, HEADER_INSTANCE, HEADER_SIGNATURE, HEADER_SITE, HEADER_TIMESTAMP, PulseBody,
     PulseMetrics, TagMetric, TokenRequest, TokenResponse,
 };
 use super::{Inner, clock_now, wall_clock_ms};
-use crate::config::{ControlPlane, SafeMode};
+use crate::config::ControlPlane;
 use crate::decision::{Reason, Rejection};
 use crate::error::ConfigError;
-use crate::limiter::Gcra;
 use crate::policy::Policy;
 use crate::tags::{Aggregate, DEFAULT_TAG, TagCounters};
 
@@ -80,10 +80,8 @@ pub struct ControlStatus {
 pub(crate) struct ControlShared {
     config: ControlPlane,
     instance_id: String,
-    /// Safe mode `fixed_rps` is in force.
-    fixed: AtomicBool,
-    fixed_rate: Gcra,
-    fixed_tat: AtomicU64,
+    /// Safe mode `fixed_rps`'s cap, engaged while it is in force.
+    gate: SafeModeGate,
     /// Custom metric aggregates the reflex ticks took from the engine, not yet pulsed.
     custom: Mutex<BTreeMap<(Option<String>, String), Aggregate>>,
     status: Mutex<ControlStatus>,
@@ -94,7 +92,7 @@ impl std::fmt::Debug for ControlShared {
         f.debug_struct("ControlShared")
             .field("config", &self.config)
             .field("instance_id", &self.instance_id)
-            .field("fixed", &self.fixed)
+            .field("gate", &self.gate)
             .finish_non_exhaustive()
     }
 }
@@ -108,11 +106,9 @@ impl ControlShared {
             ..ControlStatus::default()
         };
         Self {
-            fixed_rate: Gcra::new(config.safe_mode_max_rps),
+            gate: SafeModeGate::new(config.safe_mode_max_rps),
             config,
             instance_id,
-            fixed: AtomicBool::new(false),
-            fixed_tat: AtomicU64::new(0),
             custom: Mutex::new(BTreeMap::new()),
             status: Mutex::new(status),
         }
@@ -122,11 +118,10 @@ impl ControlShared {
     /// the budget is spent.
     #[inline]
     pub(crate) fn safe_mode_gate(&self, inner: &Inner, tag: &str) -> Option<Rejection> {
-        if !self.fixed.load(Relaxed) || inner.engine.is_dry_run() {
+        if !self.gate.is_engaged() || inner.engine.is_dry_run() {
             return None;
         }
-        let now = u64::try_from(inner.now().as_nanos()).unwrap_or(u64::MAX);
-        match self.fixed_rate.try_acquire(&self.fixed_tat, now, 1.0) {
+        match self.gate.try_acquire(inner.now()) {
             Ok(()) => None,
             Err(wait) => Some(inner.engine.reject_outside(tag, Reason::LeaseExpired, wait)),
         }
@@ -217,8 +212,9 @@ struct Client {
     cuts: VecDeque<Snapshot>,
     /// When the open (not yet closed) window started.
     window_start: Instant,
-    lease_until: Option<Instant>,
-    safe: bool,
+    /// The engine's origin: the lease counts time from here, as the hot path does.
+    origin: Instant,
+    lease: Lease,
     pulse_every: Duration,
     pulse_failures: u32,
     sync_failures: u32,
@@ -228,6 +224,9 @@ struct Client {
 /// The control task: sync at once, then pulse and sync on their cadence, watch the lease.
 /// Holds only a weak reference to the engine, so it ends with the last handle.
 pub(crate) async fn run(inner: Weak<Inner>, shared: Arc<ControlShared>, http: reqwest::Client) {
+    let Some(origin) = inner.upgrade().map(|i| i.origin) else {
+        return;
+    };
     let seed = uuid::Uuid::new_v4().as_u128();
     let mut c = Client {
         base: shared
@@ -237,14 +236,14 @@ pub(crate) async fn run(inner: Weak<Inner>, shared: Arc<ControlShared>, http: re
             .trim_end_matches('/')
             .to_owned(),
         pulse_every: shared.config.pulse_interval,
+        lease: Lease::new(shared.config.safe_mode, shared.config.lease),
         shared,
         http,
         token: None,
         acked: Snapshot::new(),
         cuts: VecDeque::new(),
         window_start: clock_now(),
-        lease_until: None,
-        safe: false,
+        origin,
         pulse_failures: 0,
         sync_failures: 0,
         rng: (seed as u64 ^ (seed >> 64) as u64) | 1,
@@ -254,9 +253,8 @@ pub(crate) async fn run(inner: Weak<Inner>, shared: Arc<ControlShared>, http: re
     let mut next_pulse = start + c.pulse_every;
     loop {
         let mut wake = next_sync.min(next_pulse);
-        if let Some(until) = c.lease_until
-            && !c.safe
-        {
+        // A lease end past what an `Instant` can hold is never waited for.
+        if let Some(until) = c.lease.deadline().and_then(|d| c.origin.checked_add(d)) {
             wake = wake.min(until);
         }
         tokio::time::sleep_until(wake).await;
@@ -314,34 +312,40 @@ impl Client {
         d.mul_f64(0.5 + 0.5 * frac)
     }
 
+    /// Time since the engine's origin, the lease's time base.
+    fn since_origin(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.origin)
+    }
+
     fn check_lease(&mut self, inner: &Inner, now: Instant) {
-        let Some(until) = self.lease_until else {
-            return;
-        };
-        if self.safe || now < until {
-            return;
-        }
-        self.safe = true;
-        let mode = self.config().safe_mode;
-        match mode {
-            SafeMode::Open => {
-                let _ = inner.engine.set_remote_policy(None);
+        let transition = self.lease.tick(self.since_origin(now));
+        self.apply(inner, transition);
+    }
+
+    /// Act on a lease transition: each is returned once, so each is logged once.
+    fn apply(&self, inner: &Inner, transition: Option<Transition>) {
+        match transition {
+            None => {}
+            Some(Transition::EnterSafeMode(mode)) => {
+                if Effect::of(mode).drop_remote_policy {
+                    let _ = inner.engine.set_remote_policy(None);
+                }
+                self.shared.gate.set(self.lease.caps_rate());
+                error!(
+                    safe_mode = ?mode,
+                    max_rps = self.config().safe_mode_max_rps,
+                    "WaitState control plane lease expired: entering safe mode"
+                );
+                self.shared.update(|s| {
+                    s.lease_valid = self.lease.is_valid();
+                    s.safe_mode = self.lease.in_safe_mode();
+                });
             }
-            SafeMode::FixedRps => {
-                let _ = inner.engine.set_remote_policy(None);
-                self.shared.fixed.store(true, Relaxed);
+            Some(Transition::LeaveSafeMode(_)) => {
+                self.shared.gate.set(self.lease.caps_rate());
+                info!("WaitState control plane reachable again: left safe mode");
             }
-            SafeMode::LastPolicy => {}
         }
-        error!(
-            safe_mode = ?mode,
-            max_rps = self.config().safe_mode_max_rps,
-            "WaitState control plane lease expired: entering safe mode"
-        );
-        self.shared.update(|s| {
-            s.lease_valid = false;
-            s.safe_mode = true;
-        });
     }
 
     /// Validate and install a policy; renew the lease, leave safe mode.
@@ -353,25 +357,20 @@ impl Client {
             Ok(p) => p,
             Err(e) => return self.refuse(&e, source),
         };
-        let lease = policy
-            .lease_duration_seconds
-            .map_or(self.config().lease, Duration::from_secs)
-            .max(Duration::from_secs(1));
+        let lease_seconds = policy.lease_duration_seconds;
         let hint = Duration::from_millis(policy.pulse_interval).clamp(MIN_PULSE, MAX_PULSE);
         if let Err(e) = inner.engine.set_remote_policy(Some(policy)) {
             return self.refuse(&e, source);
         }
         self.pulse_every = hint;
-        self.lease_until = Some(clock_now() + lease);
-        if self.safe {
-            self.safe = false;
-            self.shared.fixed.store(false, Relaxed);
-            info!("WaitState control plane reachable again: left safe mode");
-        }
+        let transition = self
+            .lease
+            .synced(self.since_origin(clock_now()), lease_seconds);
+        self.apply(inner, transition);
         self.shared.update(|s| {
-            s.synced = true;
-            s.lease_valid = true;
-            s.safe_mode = false;
+            s.synced = self.lease.is_synced();
+            s.lease_valid = self.lease.is_valid();
+            s.safe_mode = self.lease.in_safe_mode();
             s.pulse_interval = hint;
         });
         true

@@ -2,6 +2,7 @@
 //! [`Permit`], and the background task that evaluates the rules every tick.
 
 mod control;
+mod lease;
 mod permit;
 pub mod wire;
 
