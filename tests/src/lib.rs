@@ -2,6 +2,9 @@
 //!
 //! WaitState's tests that cross crates; each crate's own `tests/` test that crate.
 //!
+//! - `tests/adapter_parity.rs`: the adapter parity table ([`parity`]): tower, axum and
+//!   actix-web give the same answer to the same request in the same engine state, for
+//!   every rejection reason, over plain HTTP and gRPC.
 //! - `tests/fleet.rs`, `tests/faults.rs`, `tests/compat_v1.rs`: SDK instances (this
 //!   workspace's runtime, and the published `waitstate` 0.1) against the
 //!   `waitstate-control` server ([`control`]).
@@ -9,3 +12,4 @@
 //! Time is virtual throughout (`tokio::time::pause()`): nothing sleeps for real.
 
 pub mod control;
+pub mod parity;

@@ -141,61 +141,6 @@ async fn blocked_tag_gets_429_retry_after_json_and_the_rejection_extension() {
 }
 
 #[actix_web::test]
-async fn one_header_tagger_value_serves_tower_and_actix() {
-    use tower::{ServiceBuilder, ServiceExt};
-    tokio::time::pause();
-    let ws = ws();
-    set(&ws, |p| {
-        p.tag_max_weights.insert("free".into(), 0.0);
-    });
-    // One tagger value, shared by both stacks.
-    let tagger = Arc::new(tagger());
-
-    let tower_app = ServiceBuilder::new()
-        .layer(waitstate_tower::GateLayer::new(ws.clone(), tagger.clone()))
-        .service(tower::service_fn(|_req: http::Request<()>| async {
-            Ok::<_, Infallible>(http::Response::new(http_body_util::Full::new(
-                bytes::Bytes::from("ok"),
-            )))
-        }));
-    let calls = Arc::new(AtomicUsize::new(0));
-    let actix_app = app!(Gate::new(ws.clone(), tagger.clone()), calls);
-
-    for (tag, weight, status) in [("free", "1", 429), ("pro", "1", 200), ("pro", "NaN", 429)] {
-        let t = tower_app
-            .clone()
-            .oneshot(
-                http::Request::get("/")
-                    .header("x-waitstate-tag", tag)
-                    .header("x-weight", weight)
-                    .body(())
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
-        let a = test::call_service(
-            &actix_app,
-            req(tag).insert_header(("x-weight", weight)).to_request(),
-        )
-        .await;
-        assert_eq!(t.status().as_u16(), status, "tower {tag} {weight}");
-        assert_eq!(a.status().as_u16(), status, "actix {tag} {weight}");
-        if status == 429 {
-            assert_eq!(
-                t.headers()["retry-after"].as_bytes(),
-                h(&a, "retry-after").as_bytes()
-            );
-            let t_body = http_body_util::BodyExt::collect(t.into_body())
-                .await
-                .unwrap()
-                .to_bytes();
-            assert_eq!(t_body, test::read_body(a).await, "the same JSON body");
-        }
-    }
-    assert_eq!(ws.in_flight(), 0);
-}
-
-#[actix_web::test]
 async fn app_clones_share_one_budget() {
     tokio::time::pause();
     let ws = ws();
