@@ -25,6 +25,17 @@ pub fn config(server_toml: &str, engine_toml: &str) -> ControlConfig {
     ControlConfig::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
 }
 
+/// A control plane configuration for the tiers of [`instance`] (`enterprise` 100, `free`
+/// 10), with one fleet rule over a `window` (`"5s"`).
+pub fn fleet_config(server_toml: &str, window: &str, rule: &str) -> ControlConfig {
+    config(
+        server_toml,
+        &format!(
+            "window = \"{window}\"\n[tags]\nenterprise = 100\nfree = 10\n[[rules]]\nrule = \"{rule}\"\n"
+        ),
+    )
+}
+
 /// Serve `config` on a free port of 127.0.0.1.
 pub async fn start(config: ControlConfig) -> ControlServer {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -10,16 +10,10 @@ use waitstate_v1::types::{GateReason, WaitStateConfig};
 
 #[tokio::test(start_paused = true)]
 async fn published_v1_sdk_obeys_a_fleet_block() {
-    let server = common::start(common::config(
+    let server = common::start(common::fleet_config(
         "pulse_interval = \"1s\"",
-        r#"
-window = "5s"
-[tags]
-enterprise = 100
-free = 10
-[[rules]]
-rule = "when p95_latency of free > 500ms then block free"
-"#,
+        "5s",
+        "when p95_latency of free > 500ms then block free",
     ))
     .await;
 

@@ -64,17 +64,12 @@ async fn down_at_start_fails_open() {
     assert!(status(&ws).syncs_failed < 200, "{:?}", status(&ws));
 }
 
-const ENGINE: &str = r#"
-window = "5s"
-[tags]
-enterprise = 100
-free = 10
-[[rules]]
-rule = "when rps of free > 0 then block free"
-"#;
-
 fn server_config() -> waitstate_control::ControlConfig {
-    common::config("pulse_interval = \"5s\"\nlease = \"20s\"", ENGINE)
+    common::fleet_config(
+        "pulse_interval = \"5s\"\nlease = \"20s\"",
+        "5s",
+        "when rps of free > 0 then block free",
+    )
 }
 
 #[tokio::test(start_paused = true)]

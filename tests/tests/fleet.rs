@@ -25,16 +25,10 @@ fn request(ws: &WaitState, tag: &str, ms: u64) {
 
 #[tokio::test(start_paused = true)]
 async fn one_slow_instance_plus_the_others_blocks_free_everywhere() {
-    let server = common::start(common::config(
+    let server = common::start(common::fleet_config(
         "pulse_interval = \"1s\"",
-        r#"
-window = "10s"
-[tags]
-enterprise = 100
-free = 10
-[[rules]]
-rule = "when p95_latency of free > 500ms then block free"
-"#,
+        "10s",
+        "when p95_latency of free > 500ms then block free",
     ))
     .await;
     let fleet: Vec<WaitState> = (0..3).map(|_| instance(&server.url())).collect();
@@ -95,16 +89,10 @@ rule = "when p95_latency of free > 500ms then block free"
 
 #[tokio::test(start_paused = true)]
 async fn a_fleet_budget_of_100_per_second_holds_across_three_instances() {
-    let server = common::start(common::config(
+    let server = common::start(common::fleet_config(
         "pulse_interval = \"1s\"\ndemand_window = \"10s\"",
-        r#"
-window = "5s"
-[tags]
-enterprise = 100
-free = 10
-[[rules]]
-rule = "when rps of free > 1 then limit free to 100/s"
-"#,
+        "5s",
+        "when rps of free > 1 then limit free to 100/s",
     ))
     .await;
     let fleet: Vec<WaitState> = (0..3).map(|_| instance(&server.url())).collect();
