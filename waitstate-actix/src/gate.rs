@@ -6,12 +6,13 @@ use actix_web::Error;
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform};
 use waitstate_core::WaitState;
+use waitstate_core::adapter::GateConfig;
 use waitstate_core::tagger::Tagger;
 
 use crate::body::ResponseBody;
 use crate::classify::{Classify, DefaultClassifier};
 use crate::rejection::{DefaultRejection, MakeRejection};
-use crate::service::{GateMiddleware, Shared};
+use crate::service::GateMiddleware;
 
 /// The actix-web middleware: `App::new().wrap(Gate::new(waitstate, tagger))`.
 ///
@@ -25,22 +26,12 @@ use crate::service::{GateMiddleware, Shared};
 #[must_use]
 #[derive(Clone)]
 pub struct Gate<T, R = DefaultRejection, C = DefaultClassifier> {
-    ws: WaitState,
-    tagger: T,
-    rejection: R,
-    classifier: C,
-    dry_run_header: bool,
+    config: GateConfig<T, R, C>,
 }
 
 impl<T, R, C> fmt::Debug for Gate<T, R, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Gate")
-            .field("waitstate", &self.ws)
-            .field("tagger", &std::any::type_name::<T>())
-            .field("rejection", &std::any::type_name::<R>())
-            .field("classifier", &std::any::type_name::<C>())
-            .field("dry_run_header", &self.dry_run_header)
-            .finish()
+        f.debug_tuple("Gate").field(&self.config).finish()
     }
 }
 
@@ -48,13 +39,13 @@ impl<T> Gate<T> {
     /// Gate with this engine and tagger, the default rejection responses and the default
     /// classifier (5xx are errors, 4xx not).
     pub fn new(waitstate: WaitState, tagger: T) -> Self {
-        Self {
-            ws: waitstate,
+        let config = GateConfig::new(
+            waitstate,
             tagger,
-            rejection: DefaultRejection::default(),
-            classifier: DefaultClassifier,
-            dry_run_header: true,
-        }
+            DefaultRejection::default(),
+            DefaultClassifier,
+        );
+        Self { config }
     }
 }
 
@@ -65,11 +56,7 @@ impl<T, R, C> Gate<T, R, C> {
     /// [`RejectionContext`]: crate::RejectionContext
     pub fn with_rejection<R2>(self, rejection: R2) -> Gate<T, R2, C> {
         Gate {
-            ws: self.ws,
-            tagger: self.tagger,
-            rejection,
-            classifier: self.classifier,
-            dry_run_header: self.dry_run_header,
+            config: self.config.with_rejection(rejection),
         }
     }
 
@@ -78,24 +65,28 @@ impl<T, R, C> Gate<T, R, C> {
     /// admitted request's future, so keep it cheap to clone.
     pub fn with_classifier<C2>(self, classifier: C2) -> Gate<T, R, C2> {
         Gate {
-            ws: self.ws,
-            tagger: self.tagger,
-            rejection: self.rejection,
-            classifier,
-            dry_run_header: self.dry_run_header,
+            config: self.config.with_classifier(classifier),
         }
     }
 
     /// In dry run, mark responses that would have been rejected with an
     /// `x-waitstate-dry-run: <reason>` header (on by default).
     pub fn dry_run_header(mut self, yes: bool) -> Self {
-        self.dry_run_header = yes;
+        self.config.dry_run_header = yes;
+        self
+    }
+
+    /// Put the [`Admission`](crate::Admission) (tag, weight, dry-run verdict) in each
+    /// admitted request's extensions, for handlers (on by default). Off saves an allocation
+    /// per request: turn it off when no handler reads it.
+    pub fn admission_extension(mut self, yes: bool) -> Self {
+        self.config.admission_extension = yes;
         self
     }
 
     /// The engine.
     pub fn waitstate(&self) -> &WaitState {
-        &self.ws
+        &self.config.waitstate
     }
 }
 
@@ -116,13 +107,7 @@ where
     fn new_transform(&self, service: S) -> Self::Future {
         ready(Ok(GateMiddleware::new(
             service,
-            Rc::new(Shared {
-                ws: self.ws.clone(),
-                tagger: self.tagger.clone(),
-                rejection: self.rejection.clone(),
-                classifier: self.classifier.clone(),
-                dry_run_header: self.dry_run_header,
-            }),
+            Rc::new(self.config.clone()),
         )))
     }
 }

@@ -48,16 +48,14 @@ where
     }
 }
 
-/// The default answer, the same as `waitstate-tower`'s (both render through
-/// `waitstate-core`'s [`Rejection`] methods).
+/// The default answer, the same in every adapter (`waitstate-tower`, `waitstate-axum`,
+/// `waitstate-actix`): `waitstate-core`'s rendering, [`adapter::render`], moved into this
+/// crate's response type. Its docs say what each status, header field and body holds: a
+/// 429 with `Retry-After` and the JSON deny body ([`Rejection::deny_body`]) for HTTP, a
+/// gRPC status ([`Rejection::grpc_code`]) for gRPC requests.
 ///
-/// - HTTP: `429 Too Many Requests` (or the configured status for `kill_signal`), a
-///   `Retry-After` in whole seconds rounded up, `RateLimit-Policy` and `RateLimit` fields
-///   when a rate limit applies, and the WaitState SDKs' JSON deny body, extended:
-///   `{"error":"rate_limited","reason":"tag_blocked","tag":"free","retryAfter":2}`.
-/// - gRPC: HTTP 200 with `grpc-status` `RESOURCE_EXHAUSTED` (8) for quota reasons
-///   (`rate_limited`, `over_weight`), `UNAVAILABLE` (14) for overload shedding, a
-///   `grpc-message` and a `grpc-retry-pushback-ms` hint.
+/// The one setting is the status of a `kill_signal` rejection
+/// ([`DefaultRejection::kill_signal_status`]).
 #[derive(Clone, Copy, Debug)]
 #[non_exhaustive]
 pub struct DefaultRejection {
@@ -91,8 +89,8 @@ impl MakeRejection for DefaultRejection {
     }
 }
 
-/// A gRPC trailers-only response for a rejection (HTTP 200, `grpc-status`, `grpc-message`,
-/// `grpc-retry-pushback-ms`), as tonic's `Status::into_http` builds one.
+/// A gRPC trailers-only response for a rejection, as tonic's `Status::into_http` builds
+/// one: the gRPC answer of [`adapter::render`].
 pub fn grpc_response(r: &Rejection) -> HttpResponse {
     to_response(adapter::render(r, true, 429))
 }

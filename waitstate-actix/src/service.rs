@@ -6,7 +6,7 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
 use actix_web::{Error, HttpMessage};
 use waitstate_core::WaitState;
-use waitstate_core::adapter::{self, Verdict};
+use waitstate_core::adapter::{self, GateConfig, Verdict};
 use waitstate_core::tagger::Tagger;
 
 use crate::body::ResponseBody;
@@ -15,36 +15,39 @@ use crate::future::ResponseFuture;
 use crate::rejection::{MakeRejection, RejectionContext};
 use crate::view::{ActixView, is_grpc};
 
-/// One worker's copy of the gate's configuration; the engine inside is shared by all.
-pub(crate) struct Shared<T, R, C> {
-    pub(crate) ws: WaitState,
-    pub(crate) tagger: T,
-    pub(crate) rejection: R,
-    pub(crate) classifier: C,
-    pub(crate) dry_run_header: bool,
-}
-
 /// The service the [`Gate`](crate::Gate) middleware wraps around the app, one per worker.
+///
+/// See the [crate docs](crate) for what it does with each request, and an example.
 pub struct GateMiddleware<S, T, R, C> {
     service: S,
-    shared: Rc<Shared<T, R, C>>,
+    shared: Rc<GateConfig<T, R, C>>,
 }
 
 impl<S, T, R, C> GateMiddleware<S, T, R, C> {
-    pub(crate) fn new(service: S, shared: Rc<Shared<T, R, C>>) -> Self {
+    pub(crate) fn new(service: S, shared: Rc<GateConfig<T, R, C>>) -> Self {
         Self { service, shared }
     }
 
     /// The engine.
     pub fn waitstate(&self) -> &WaitState {
-        &self.shared.ws
+        &self.shared.waitstate
+    }
+
+    /// The wrapped service (the app, or the next middleware).
+    pub fn get_ref(&self) -> &S {
+        &self.service
+    }
+
+    /// The wrapped service, without the gate.
+    pub fn into_inner(self) -> S {
+        self.service
     }
 }
 
 impl<S, T, R, C> fmt::Debug for GateMiddleware<S, T, R, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GateMiddleware")
-            .field("waitstate", &self.shared.ws)
+            .field("waitstate", &self.shared.waitstate)
             .finish_non_exhaustive()
     }
 }
@@ -68,12 +71,14 @@ where
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let shared = &*self.shared;
-        let verdict = adapter::gate(&shared.ws, &shared.tagger, &ActixView::new(&req));
+        let verdict = adapter::gate(&shared.waitstate, &shared.tagger, &ActixView::new(&req));
         match verdict {
             Verdict::Exempt => ResponseFuture::exempt(self.service.call(req)),
             Verdict::Admitted { permit, admission } => {
-                let dry = admission.would_reject.filter(|_| shared.dry_run_header);
-                req.extensions_mut().insert(admission);
+                let dry = shared.dry_run_mark(&admission);
+                if shared.admission_extension {
+                    req.extensions_mut().insert(admission);
+                }
                 ResponseFuture::allowed(
                     self.service.call(req),
                     permit,

@@ -569,3 +569,20 @@ async fn route_aware_tagger_sees_the_matched_pattern() {
     drop(res);
     assert_eq!(ws.counters("free").unwrap().completed, 1, "fallback tag");
 }
+
+#[actix_web::test]
+async fn the_wrapped_service_is_reachable() {
+    use actix_web::dev::{ServiceRequest, Transform, fn_service};
+    let inner = fn_service(|req: ServiceRequest| async move {
+        Ok::<_, actix_web::Error>(req.into_response(HttpResponse::NoContent().finish()))
+    });
+    let gate = Gate::new(ws(), tagger());
+    let middleware = gate.new_transform(inner).await.unwrap();
+    let _: &dyn std::any::Any = middleware.get_ref();
+    let inner = middleware.into_inner();
+    let res = inner
+        .call(TestRequest::default().to_srv_request())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT, "ungated");
+}

@@ -36,13 +36,14 @@ pub struct Rendered {
 
 /// The default answer to a rejection, the same in every adapter:
 ///
-/// - HTTP: `429` (or `kill_signal_status` for `kill_signal`), `Retry-After` in whole seconds
-///   rounded up, `RateLimit-Policy` and `RateLimit` when a rate limit applies, and the
-///   WaitState SDKs' JSON deny body, extended
-///   (`{"error":"rate_limited","reason":"tag_blocked","retryAfter":2,"tag":"free"}`).
-/// - gRPC (`grpc = true`): HTTP 200, `grpc-status` `RESOURCE_EXHAUSTED` (8) for quota reasons,
-///   `UNAVAILABLE` (14) for overload shedding, a percent-encoded `grpc-message` and a
-///   `grpc-retry-pushback-ms` hint, as tonic's `Status::into_http` answers.
+/// - HTTP: `429` (or `kill_signal_status` for `kill_signal`), `content-type:
+///   application/json`, `Retry-After` ([`Rejection::retry_after_secs`]), `RateLimit-Policy`
+///   and `RateLimit` when a rate limit applies ([`Rejection::rate_limit_fields`]), and the
+///   JSON deny body ([`Rejection::deny_body`]).
+/// - gRPC (`grpc = true`): HTTP 200, `content-type: application/grpc`, `grpc-status`
+///   ([`Rejection::grpc_code`]), `grpc-message` ([`Rejection::grpc_message`]) and
+///   `grpc-retry-pushback-ms` ([`Rejection::retry_after_ms`]), and no body (a trailers-only
+///   response), as tonic's `Status::into_http` answers.
 pub fn render(r: &Rejection, grpc: bool, kill_signal_status: u16) -> Rendered {
     if grpc {
         return Rendered {
@@ -77,13 +78,94 @@ pub fn render(r: &Rejection, grpc: bool, kill_signal_status: u16) -> Rendered {
 }
 
 #[cfg(feature = "runtime")]
-pub use self::gate_step::{Verdict, gate};
+pub use self::gate_step::{GateConfig, Verdict, gate};
 
 #[cfg(feature = "runtime")]
 mod gate_step {
-    use crate::decision::Rejection;
+    use std::fmt;
+
+    use crate::decision::{Reason, Rejection};
     use crate::runtime::{Permit, WaitState};
     use crate::tagger::{Admission, RequestView, Tagger};
+
+    /// What an adapter's layer holds and its service reads on every request: the engine,
+    /// the tagger, the rejection builder (`R`) and the response classifier (`C`), each
+    /// adapter's own traits, and the gate's switches. Cloning it clones the handle, not the
+    /// engine: every copy gates with one policy and one set of counters.
+    #[derive(Clone)]
+    #[non_exhaustive]
+    pub struct GateConfig<T, R, C> {
+        /// The engine.
+        pub waitstate: WaitState,
+        /// Picks each request's tag and weight.
+        pub tagger: T,
+        /// Builds the response to a rejection.
+        pub rejection: R,
+        /// Tells a success from an error, for the rules' `error_rate`.
+        pub classifier: C,
+        /// In dry run, mark a response that would have been rejected with
+        /// [`DRY_RUN_HEADER`](super::DRY_RUN_HEADER) (on by default).
+        pub dry_run_header: bool,
+        /// Put the [`Admission`] in each admitted request's extensions (on by default).
+        pub admission_extension: bool,
+    }
+
+    impl<T, R, C> GateConfig<T, R, C> {
+        /// Gate with this engine, tagger, rejection builder and classifier; both switches on.
+        pub fn new(waitstate: WaitState, tagger: T, rejection: R, classifier: C) -> Self {
+            Self {
+                waitstate,
+                tagger,
+                rejection,
+                classifier,
+                dry_run_header: true,
+                admission_extension: true,
+            }
+        }
+
+        /// The same, with another rejection builder.
+        pub fn with_rejection<R2>(self, rejection: R2) -> GateConfig<T, R2, C> {
+            GateConfig {
+                waitstate: self.waitstate,
+                tagger: self.tagger,
+                rejection,
+                classifier: self.classifier,
+                dry_run_header: self.dry_run_header,
+                admission_extension: self.admission_extension,
+            }
+        }
+
+        /// The same, with another classifier.
+        pub fn with_classifier<C2>(self, classifier: C2) -> GateConfig<T, R, C2> {
+            GateConfig {
+                waitstate: self.waitstate,
+                tagger: self.tagger,
+                rejection: self.rejection,
+                classifier,
+                dry_run_header: self.dry_run_header,
+                admission_extension: self.admission_extension,
+            }
+        }
+
+        /// The [`DRY_RUN_HEADER`](super::DRY_RUN_HEADER) value for an admitted request:
+        /// the reason it would have been rejected, when the mark is on.
+        pub fn dry_run_mark(&self, admission: &Admission) -> Option<Reason> {
+            admission.would_reject.filter(|_| self.dry_run_header)
+        }
+    }
+
+    impl<T, R, C> fmt::Debug for GateConfig<T, R, C> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("GateConfig")
+                .field("waitstate", &self.waitstate)
+                .field("tagger", &std::any::type_name::<T>())
+                .field("rejection", &std::any::type_name::<R>())
+                .field("classifier", &std::any::type_name::<C>())
+                .field("dry_run_header", &self.dry_run_header)
+                .field("admission_extension", &self.admission_extension)
+                .finish()
+        }
+    }
 
     /// What the gate decided for one request. The three cases are all there can be.
     #[derive(Debug)]

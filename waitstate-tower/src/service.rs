@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use tower_service::Service;
 use waitstate_core::WaitState;
-use waitstate_core::adapter::{self, Verdict};
+use waitstate_core::adapter::{self, GateConfig, Verdict};
 use waitstate_core::tagger::Tagger;
 
 use crate::body::ResponseBody;
@@ -15,35 +15,38 @@ use crate::future::ResponseFuture;
 use crate::rejection::{MakeRejection, RejectionContext};
 use crate::view::{HttpView, is_grpc};
 
-pub(crate) struct Shared<T, R, C> {
-    pub(crate) ws: WaitState,
-    pub(crate) tagger: T,
-    pub(crate) rejection: R,
-    pub(crate) classifier: C,
-    pub(crate) dry_run_header: bool,
-    pub(crate) admission_extension: bool,
-}
-
 /// The service [`GateLayer`](crate::GateLayer) builds. Cheap to clone: the engine and the
 /// configuration are shared, so every clone sees one policy and one set of counters.
+///
+/// See the [crate docs](crate) for what it does with each request, and an example.
 pub struct GateService<S, T, R, C> {
     inner: S,
-    shared: Arc<Shared<T, R, C>>,
+    shared: Arc<GateConfig<T, R, C>>,
 }
 
 impl<S, T, R, C> GateService<S, T, R, C> {
-    pub(crate) fn new(inner: S, shared: Arc<Shared<T, R, C>>) -> Self {
+    pub(crate) fn new(inner: S, shared: Arc<GateConfig<T, R, C>>) -> Self {
         Self { inner, shared }
     }
 
     /// The engine.
     pub fn waitstate(&self) -> &WaitState {
-        &self.shared.ws
+        &self.shared.waitstate
     }
 
     /// The inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, without the gate.
+    pub fn into_inner(self) -> S {
+        self.inner
     }
 }
 
@@ -60,7 +63,7 @@ impl<S: fmt::Debug, T, R, C> fmt::Debug for GateService<S, T, R, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GateService")
             .field("inner", &self.inner)
-            .field("waitstate", &self.shared.ws)
+            .field("waitstate", &self.shared.waitstate)
             .finish_non_exhaustive()
     }
 }
@@ -84,10 +87,10 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let shared = &*self.shared;
-        match adapter::gate(&shared.ws, &shared.tagger, &HttpView(&req)) {
+        match adapter::gate(&shared.waitstate, &shared.tagger, &HttpView(&req)) {
             Verdict::Exempt => ResponseFuture::exempt(self.inner.call(req)),
             Verdict::Admitted { permit, admission } => {
-                let dry = admission.would_reject.filter(|_| shared.dry_run_header);
+                let dry = shared.dry_run_mark(&admission);
                 if shared.admission_extension {
                     req.extensions_mut().insert(admission);
                 }

@@ -578,3 +578,12 @@ async fn the_admission_extension_can_be_turned_off() {
         "still gated and counted"
     );
 }
+
+#[tokio::test]
+async fn the_inner_service_is_reachable() {
+    // The accessors ask nothing of the inner service: any value will do.
+    let mut svc = GateLayer::new(ws(), HeaderTagger::new()).layer(String::from("inner"));
+    assert_eq!(svc.get_ref(), "inner");
+    svc.get_mut().push('!');
+    assert_eq!(svc.into_inner(), "inner!");
+}
