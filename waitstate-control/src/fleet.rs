@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use waitstate_core::histogram::Histogram;
+use waitstate_core::names::{self, DEFAULT_TAG, OVERFLOW_TAG};
 use waitstate_core::wire::{PulseBody, TagMetric, V1_BUCKET_REPRESENTATIVE_MS};
 use waitstate_core::{
-    Aggregate, Config, DEFAULT_TAG, MAX_TAG_LEN, OVERFLOW_TAG, Policy, Reading, Reason, Reflex,
-    RuleStatus, TagCounters, TagReading,
+    Aggregate, Config, Policy, Reading, Reason, Reflex, RuleStatus, TagCounters, TagReading,
 };
 
 use crate::config::ServerConfig;
@@ -140,23 +140,6 @@ pub(crate) struct Fleets {
     orgs: HashMap<String, HashMap<String, Shard>>,
 }
 
-fn valid_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= MAX_TAG_LEN && !s.chars().any(char::is_control)
-}
-
-fn valid_metric(name: &str) -> bool {
-    let b = name.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b[0].is_ascii_lowercase()
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_')
-        && !matches!(
-            name,
-            "latency" | "errors" | "p50_latency" | "p95_latency" | "p99_latency"
-        )
-}
-
 /// One tag's delta, decoded and checked.
 struct Delta {
     tag: String,
@@ -171,7 +154,7 @@ fn finite(x: f64) -> bool {
 }
 
 fn decode(m: &TagMetric) -> Result<Delta, IngestError> {
-    if !valid_name(&m.tag) {
+    if !names::is_valid_tag(&m.tag) {
         return Err(IngestError::Malformed("tag name"));
     }
     if !finite(m.latency) {
@@ -227,7 +210,7 @@ fn decode(m: &TagMetric) -> Result<Delta, IngestError> {
             return Err(IngestError::Malformed("customMetrics: too many"));
         }
         for (name, agg) in metrics {
-            if !valid_metric(name) {
+            if !names::is_valid_metric(name) {
                 return Err(IngestError::Malformed("customMetrics: name"));
             }
             if !(agg.min.is_finite() && agg.max.is_finite() && agg.sum.is_finite()) {
@@ -255,11 +238,11 @@ impl Fleets {
         server: &ServerConfig,
         engine: &Config,
     ) -> Result<(), IngestError> {
-        if !valid_name(&body.instance_id) {
+        if names::shard_name_problem(&body.instance_id).is_some() {
             return Err(IngestError::Malformed("instanceId"));
         }
         let site = body.site_id.clone().unwrap_or_default();
-        if body.site_id.is_some() && !valid_name(&site) {
+        if body.site_id.is_some() && names::shard_name_problem(&site).is_some() {
             return Err(IngestError::Malformed("siteId"));
         }
         if body.tag_metrics.len() > MAX_TAG_METRICS {
