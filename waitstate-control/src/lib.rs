@@ -32,11 +32,19 @@
 //! # Ok(()) }
 //! ```
 
+mod auth;
 mod config;
 mod fleet;
 mod jwt;
+mod metrics;
+mod refusal;
+mod replay;
+mod routes;
 mod server;
+mod state;
 
 pub use config::{ConfigFileError, ControlConfig, KeyConfig, ServerConfig};
 pub use fleet::ShardView;
-pub use server::{AppState, ControlServer, router};
+pub use routes::router;
+pub use server::ControlServer;
+pub use state::AppState;
