@@ -84,15 +84,6 @@ pub fn metric_problem(name: &str) -> Option<Cow<'static, str>> {
     if name.is_empty() {
         return Some("a custom metric name cannot be empty".into());
     }
-    if name.len() > MAX_METRIC_LEN {
-        return Some(
-            format!(
-                "custom metric names are at most {MAX_METRIC_LEN} characters, this one has {}",
-                name.chars().count()
-            )
-            .into(),
-        );
-    }
     if !name.starts_with(|c: char| c.is_ascii_lowercase()) {
         return Some("custom metric names start with a lowercase letter".into());
     }
@@ -101,8 +92,16 @@ pub fn metric_problem(name: &str) -> Option<Cow<'static, str>> {
         .find(|&c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
     {
         return Some(
-            format!("`{bad}` is not allowed; custom metric names use only a-z, 0-9 and `_`")
-                .into(),
+            format!("`{bad}` is not allowed; custom metric names use only a-z, 0-9 and `_`").into(),
+        );
+    }
+    if name.len() > MAX_METRIC_LEN {
+        return Some(
+            format!(
+                "custom metric names are at most {MAX_METRIC_LEN} characters, this one has {}",
+                name.len()
+            )
+            .into(),
         );
     }
     if RESERVED_METRICS.contains(&name) {
