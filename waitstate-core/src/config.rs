@@ -50,6 +50,9 @@ pub struct Config {
     /// them stricter.
     #[serde(default, skip_serializing_if = "Limits::is_empty")]
     pub limits: Limits,
+    /// Adaptive admission (`[admission]`): on by default, nothing to tune.
+    #[serde(default, skip_serializing_if = "AdmissionConfig::is_default")]
+    pub admission: AdmissionConfig,
     /// Most tags tracked one by one; past it, new tags count as `__overflow__`.
     #[serde(default = "default_tag_cap")]
     pub tag_cap: usize,
@@ -302,6 +305,145 @@ fn default_carried_windows() -> usize {
     10
 }
 
+/// Adaptive admission, the `[admission]` table: a concurrency limit learned from the
+/// backend's service time, and a short wait per priority when it is full (see
+/// [`crate::admission`]). Every key is optional; the defaults fit most services.
+///
+/// ```toml
+/// [admission]
+/// adaptive = true        # learn the limit (default); false: only [limits] concurrency binds
+/// max_wait = "100ms"     # the longest wait for a slot (default: three learned service times)
+/// initial_limit = 8      # where learning starts (default 8)
+/// min_limit = 2          # never below (default 2)
+/// max_limit = 1000       # never above (default 1000)
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct AdmissionConfig {
+    /// Learn the limit (default `true`).
+    #[serde(default = "yes")]
+    pub adaptive: bool,
+    /// The longest a request waits for a slot; `None`: three learned service times, within
+    /// 10 ms..1 s. `"0s"` turns every wait into an immediate `concurrency_limited`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "optional_duration_text"
+    )]
+    pub max_wait: Option<Duration>,
+    /// Where learning starts.
+    #[serde(default = "default_initial_limit")]
+    pub initial_limit: u64,
+    /// The learned limit never goes below this.
+    #[serde(default = "default_min_limit")]
+    pub min_limit: u64,
+    /// The learned limit never goes above this.
+    #[serde(default = "default_max_limit")]
+    pub max_limit: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_initial_limit() -> u64 {
+    8
+}
+fn default_min_limit() -> u64 {
+    2
+}
+fn default_max_limit() -> u64 {
+    1000
+}
+
+impl Default for AdmissionConfig {
+    fn default() -> Self {
+        Self {
+            adaptive: true,
+            max_wait: None,
+            initial_limit: default_initial_limit(),
+            min_limit: default_min_limit(),
+            max_limit: default_max_limit(),
+        }
+    }
+}
+
+impl AdmissionConfig {
+    /// Whether every setting is the default.
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Turn learning off: only a static concurrency limit, if any, binds.
+    pub fn fixed(mut self) -> Self {
+        self.adaptive = false;
+        self
+    }
+
+    /// The longest a request waits for a slot.
+    pub fn max_wait(mut self, wait: Duration) -> Self {
+        self.max_wait = Some(wait);
+        self
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.min_limit == 0 {
+            return Err(ConfigError::invalid(
+                "admission.min_limit",
+                "must be at least 1",
+            ));
+        }
+        if self.max_limit < self.min_limit {
+            return Err(ConfigError::invalid(
+                "admission.max_limit",
+                "must be at least admission.min_limit",
+            ));
+        }
+        if !(self.min_limit..=self.max_limit).contains(&self.initial_limit) {
+            return Err(ConfigError::invalid(
+                "admission.initial_limit",
+                "must be between admission.min_limit and admission.max_limit",
+            ));
+        }
+        if self.max_wait.is_some_and(|w| w > Duration::from_secs(60)) {
+            return Err(ConfigError::invalid(
+                "admission.max_wait",
+                "must be at most 60s: a request that waits longer is better turned away",
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn pool_settings(&self) -> crate::admission::PoolSettings {
+        let mut limit = crate::admission::LimitSettings::default();
+        limit.initial = self.initial_limit as f64;
+        limit.min = self.min_limit as f64;
+        limit.max = self.max_limit as f64;
+        crate::admission::PoolSettings {
+            adaptive: self.adaptive,
+            limit,
+            max_wait: self.max_wait,
+        }
+    }
+}
+
+mod optional_duration_text {
+    use super::*;
+
+    pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&format_duration(*d)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        super::duration_text::deserialize(d).map(Some)
+    }
+}
+
 /// Limits always in force: the `[limits]` table.
 ///
 /// ```toml
@@ -441,6 +583,7 @@ impl Default for Config {
             tags: BTreeMap::new(),
             rules: Vec::new(),
             limits: Limits::default(),
+            admission: AdmissionConfig::default(),
             tag_cap: default_tag_cap(),
             dry_run: false,
             tick: default_tick(),
@@ -489,6 +632,7 @@ impl Config {
             }
         }
         self.limits.validate()?;
+        self.admission.validate()?;
         let needed = self.tags.len() + 2;
         if self.tag_cap < needed {
             return Err(ConfigError::invalid(

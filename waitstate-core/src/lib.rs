@@ -53,6 +53,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod adapter;
+pub mod admission;
 mod config;
 mod decision;
 mod engine;
@@ -68,14 +69,17 @@ mod runtime;
 pub mod tagger;
 mod tags;
 
-pub use config::{Config, ControlPlane, Limits, RuleConfig, SafeMode, parse_duration};
+pub use admission::{AdmissionState, LevelState};
+pub use config::{
+    AdmissionConfig, Config, ControlPlane, Limits, RuleConfig, SafeMode, parse_duration,
+};
 pub use decision::{Decision, Quota, Reason, Rejection};
-pub use engine::{Demand, Engine, ReportError, Ticket};
+pub use engine::{Admit, Demand, Engine, Queued, ReportError, Ticket};
 pub use error::ConfigError;
 pub use policy::{DEFAULT_PULSE_INTERVAL_MS, Policy};
 pub use reflex::{Phase, Reading, Reflex, RuleStatus, TagReading};
 #[cfg(feature = "runtime")]
-pub use runtime::{Builder, ControlStatus, Permit, WaitState, wire};
+pub use runtime::{Builder, ControlStatus, Entry, Permit, WaitForSlot, WaitState, wire};
 pub use tags::{
     Aggregate, DEFAULT_TAG, MAX_CUSTOM_METRICS, MAX_TAG_LEN, OVERFLOW_TAG, Tag, TagCounters,
 };

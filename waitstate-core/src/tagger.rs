@@ -115,6 +115,7 @@ impl<'a> Tagging<'a> {
             tag: self.tag,
             weight: self.weight,
             cohort: self.cohort,
+            max_wait: None,
         }
     }
 }

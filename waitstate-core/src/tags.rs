@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 
+use crate::admission::{Pool, PoolSettings};
 use crate::decision::Reason;
 use crate::histogram::{AtomicHistogram, Histogram};
 
@@ -20,34 +21,23 @@ pub(crate) fn check_tag_name(tag: &str) -> Result<(), String> {
     }
 }
 
-/// Shared by every slot of one engine: the requests in flight at each priority level, only
-/// touched while a concurrency limit is active.
-///
-/// One counter per level rather than one for the service, so that a request is measured
-/// against the work of its own level and above: lower levels never take a higher one's
-/// headroom (see `check_limits`). Admitting costs one read-modify-write on the request's own
-/// level and a plain load of each level above it.
+/// Shared by every slot of one engine: the priority levels and the admission pool every
+/// admitted request holds a slot of.
 #[derive(Debug)]
 pub(crate) struct Global {
     /// The distinct priorities, lowest first.
     levels: Box<[i64]>,
-    /// `in_flight[i]` counts the requests in flight at `levels[i]`.
-    pub(crate) in_flight: Box<[LevelCount]>,
+    /// One pool of slots for the whole engine (adaptive admission).
+    pub(crate) pool: Pool,
 }
-
-/// One level's in-flight count, on a cache line of its own: threads serving different
-/// priorities do not contend.
-#[derive(Debug, Default)]
-#[repr(align(128))]
-pub(crate) struct LevelCount(pub(crate) AtomicU64);
 
 impl Global {
     /// `levels`: the distinct priorities, lowest first (never empty: the default priority is
     /// always one).
-    pub(crate) fn new(levels: &[i64]) -> Self {
+    pub(crate) fn new(levels: &[i64], admission: PoolSettings) -> Self {
         Self {
             levels: levels.into(),
-            in_flight: levels.iter().map(|_| LevelCount::default()).collect(),
+            pool: Pool::new(levels.len(), admission),
         }
     }
 
@@ -64,12 +54,6 @@ impl Global {
             .filter(|l| **l <= priority)
             .count()
             .saturating_sub(1)
-    }
-
-    /// The requests in flight at every level, while a concurrency limit is active.
-    #[cfg(test)]
-    pub(crate) fn total(&self) -> u64 {
-        self.in_flight.iter().map(|c| c.0.load(Relaxed)).sum()
     }
 }
 

@@ -258,6 +258,8 @@ fn shed_steps_every_tick_on_a_gauge_and_once_per_window_on_a_windowed_metric() {
     // A gauge: in flight is held high, so every tick sheds one more level.
     let mut config = tiers("when in_flight > 5 then shed");
     config.tags.insert("bulk".into(), 1);
+    // Ten held at once: more than adaptive admission's starting limit; this is about rules.
+    config.admission.adaptive = false;
     let engine = Engine::new(&config).unwrap();
     let mut reflex = Reflex::new(&config).unwrap();
     let _held: Vec<_> = (0..10)

@@ -1,11 +1,12 @@
 //! The hot path: find the tag's compiled checks, run them in the decision order (see the
 //! module docs), count the outcome.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use super::compile::{Checks, TagEntry};
-use super::{Demand, Engine, Ticket};
+use super::{Admit, Demand, Engine, Queued, Ticket};
 use crate::decision::{Decision, Quota, Reason, Rejection};
 use crate::limiter::{PPM, throttle_admits};
 use crate::tags::{DEFAULT_TAG, MAX_TAG_LEN, Tag, TagSlot};
@@ -26,14 +27,26 @@ impl Engine {
         now: impl FnOnce() -> Duration,
     ) -> Decision {
         self.with_entry(demand.tag, |entry| {
-            match self.check(entry, demand, now, false) {
-                Ok(would_reject) => Decision::Allowed { would_reject },
-                Err(rejection) => Decision::Rejected(rejection),
+            let mut would_reject = match self.check(entry, demand, now) {
+                Ok(w) => w,
+                Err(rejection) => return Decision::Rejected(rejection),
+            };
+            let slot = &entry.slot;
+            if !slot.global.pool.has_room() {
+                if !self.dry_run {
+                    let r = self.refuse(slot, Reason::ConcurrencyLimited, None, None);
+                    return Decision::Rejected(r);
+                }
+                would_reject = would_reject.or(Some(Reason::ConcurrencyLimited));
             }
+            count_admitted(slot, demand.weight, would_reject);
+            Decision::Allowed { would_reject }
         })
     }
 
-    /// Decide, and when allowed hold an in-flight slot until the [`Ticket`] ends.
+    /// Decide, and when allowed hold a slot of the admission pool until the [`Ticket`]
+    /// ends. Never waits: when the pool is full the answer is `concurrency_limited` (use
+    /// [`Engine::admit_or_queue`] to wait for a slot).
     ///
     /// # Errors
     /// The [`Rejection`] when the request is turned away.
@@ -47,16 +60,73 @@ impl Engine {
         now: impl FnOnce() -> Duration,
     ) -> Result<Ticket, Rejection> {
         self.with_entry(demand.tag, |entry| {
-            let would_reject = self.check(entry, demand, now, true)?;
-            let slot = entry.slot.clone();
-            slot.in_flight.fetch_add(1, Relaxed);
-            Ok(Ticket {
-                global: entry.enforce.concurrency_cap.is_some() && !self.dry_run,
-                slot,
-                would_reject,
-                done: false,
-            })
+            let mut would_reject = self.check(entry, demand, now)?;
+            let slot = &entry.slot;
+            let pool = &slot.global.pool;
+            if self.dry_run {
+                if pool.force_acquire(slot.level) {
+                    would_reject = would_reject.or(Some(Reason::ConcurrencyLimited));
+                }
+            } else if !pool.try_acquire(slot.level) {
+                return Err(self.refuse(slot, Reason::ConcurrencyLimited, None, None));
+            }
+            Ok(grant(slot, demand.weight, would_reject))
         })
+    }
+
+    /// Decide, and when allowed hold a slot; when the pool is full, wait in line for one
+    /// (see [`crate::admission`]): the answer is then [`Admit::Queued`], a future that
+    /// resolves when a slot is handed over or the request is turned away. The caller bounds
+    /// the wait with [`Queued::max_wait`] and [`Queued::give_up`]: the pure engine has no
+    /// timer.
+    pub fn admit_or_queue(&self, demand: &Demand<'_>, now: Duration) -> Admit {
+        self.with_entry(demand.tag, |entry| {
+            let would_reject = match self.check(entry, demand, || now) {
+                Ok(w) => w,
+                Err(rejection) => return Admit::Rejected(rejection),
+            };
+            let slot = &entry.slot;
+            let pool = &slot.global.pool;
+            if self.dry_run || pool.try_acquire(slot.level) {
+                if self.dry_run {
+                    pool.force_acquire(slot.level);
+                }
+                return Admit::Admitted(grant(slot, demand.weight, would_reject));
+            }
+            let wait = demand
+                .max_wait
+                .map_or(pool.max_wait(), |w| w.min(pool.max_wait()));
+            match pool.enqueue(slot.level, now, wait) {
+                Err(()) => {
+                    Admit::Rejected(self.refuse(slot, Reason::ConcurrencyLimited, None, None))
+                }
+                Ok(cell) => {
+                    let queued = Queued::new(
+                        slot.clone(),
+                        cell,
+                        demand.weight,
+                        would_reject,
+                        self.retry_after,
+                        wait,
+                    );
+                    match queued.try_take() {
+                        Ok(ticket) => Admit::Admitted(ticket),
+                        Err(queued) => Admit::Queued(queued),
+                    }
+                }
+            }
+        })
+    }
+
+    /// Count a rejection and build it.
+    pub(super) fn refuse(
+        &self,
+        slot: &Arc<TagSlot>,
+        reason: Reason,
+        retry_after: Option<Duration>,
+        quota: Option<Quota>,
+    ) -> Rejection {
+        refuse(slot, reason, retry_after.unwrap_or(self.retry_after), quota)
     }
 
     /// Reject a request of `tag` for a reason decided outside the policy (the runtime's
@@ -68,15 +138,7 @@ impl Engine {
         reason: Reason,
         retry_after: Duration,
     ) -> Rejection {
-        self.with_entry(tag, |entry| {
-            entry.slot.rejected[reason.index()].fetch_add(1, Relaxed);
-            Rejection {
-                reason,
-                tag: Tag(entry.slot.clone()),
-                retry_after: retry_after.max(Duration::from_millis(1)),
-                quota: None,
-            }
-        })
+        self.with_entry(tag, |entry| refuse(&entry.slot, reason, retry_after, None))
     }
 
     #[inline]
@@ -106,7 +168,6 @@ impl Engine {
         entry: &TagEntry,
         demand: &Demand<'_>,
         now: impl FnOnce() -> Duration,
-        acquire: bool,
     ) -> Result<Option<Reason>, Rejection> {
         let slot = &entry.slot;
         // The clock is read at most once, and only when a rate limit needs it.
@@ -119,8 +180,7 @@ impl Engine {
             now_ns
         };
 
-        let acquire = acquire && !self.dry_run;
-        let enforced = run_checks(&entry.enforce, slot, demand, &mut clock, acquire, false);
+        let enforced = run_checks(&entry.enforce, slot, demand, &mut clock, false);
         let mut would_reject = None;
         match enforced {
             Err(Refused {
@@ -128,33 +188,57 @@ impl Engine {
                 retry_after,
                 quota,
             }) if !self.dry_run => {
-                slot.rejected[reason.index()].fetch_add(1, Relaxed);
-                return Err(Rejection {
-                    reason,
-                    tag: Tag(slot.clone()),
-                    retry_after: retry_after
-                        .unwrap_or(self.retry_after)
-                        .max(Duration::from_millis(1)),
-                    quota,
-                });
+                return Err(self.refuse(slot, reason, retry_after, quota));
             }
             Err(Refused { reason, .. }) => would_reject = Some(reason),
             Ok(()) => {
                 if let Some(dry) = &entry.dry
                     && let Err(Refused { reason, .. }) =
-                        run_checks(dry, slot, demand, &mut clock, false, true)
+                        run_checks(dry, slot, demand, &mut clock, true)
                 {
                     would_reject = Some(reason);
                 }
             }
         }
-        if would_reject.is_some() {
-            slot.would_reject.fetch_add(1, Relaxed);
-        }
-        slot.admitted.fetch_add(1, Relaxed);
-        slot.admitted_weight_milli
-            .fetch_add((demand.weight * 1000.0) as u64, Relaxed);
         Ok(would_reject)
+    }
+}
+
+/// Count an admission: admitted, its weight, and what a dry-run check would have done.
+#[inline]
+fn count_admitted(slot: &TagSlot, weight: f64, would_reject: Option<Reason>) {
+    if would_reject.is_some() {
+        slot.would_reject.fetch_add(1, Relaxed);
+    }
+    slot.admitted.fetch_add(1, Relaxed);
+    slot.admitted_weight_milli
+        .fetch_add((weight * 1000.0) as u64, Relaxed);
+}
+
+/// Count an admission whose slot is held, and hand out its ticket.
+pub(super) fn grant(slot: &Arc<TagSlot>, weight: f64, would_reject: Option<Reason>) -> Ticket {
+    count_admitted(slot, weight, would_reject);
+    slot.in_flight.fetch_add(1, Relaxed);
+    Ticket {
+        slot: slot.clone(),
+        would_reject,
+        done: false,
+    }
+}
+
+/// Count a rejection and build it.
+pub(super) fn refuse(
+    slot: &Arc<TagSlot>,
+    reason: Reason,
+    retry_after: Duration,
+    quota: Option<Quota>,
+) -> Rejection {
+    slot.rejected[reason.index()].fetch_add(1, Relaxed);
+    Rejection {
+        reason,
+        tag: Tag(slot.clone()),
+        retry_after: retry_after.max(Duration::from_millis(1)),
+        quota,
     }
 }
 
@@ -184,7 +268,6 @@ fn run_checks(
     slot: &TagSlot,
     d: &Demand<'_>,
     now_ns: &mut impl FnMut() -> u64,
-    acquire: bool,
     dry: bool,
 ) -> Result<(), Refused> {
     let w = d.weight;
@@ -234,24 +317,9 @@ fn run_checks(
         }
     }
     if let Some(cap) = l.concurrency_cap {
-        // A request counts the requests in flight at its own priority level and above, against
-        // its level's cap: a lower level yields to the work above it, and is never counted
-        // against a higher one (enterprise is not turned away because free holds slots;
-        // free is, because enterprise does). The top level's cap is the limit itself.
-        let levels = &slot.global.in_flight;
-        let own = &levels[slot.level].0;
-        let above = || -> u64 {
-            levels[slot.level + 1..]
-                .iter()
-                .map(|c| c.0.load(Relaxed))
-                .sum()
-        };
-        if acquire {
-            if own.fetch_add(1, Relaxed) + above() >= cap {
-                own.fetch_sub(1, Relaxed);
-                return Err(Refused::because(Reason::ConcurrencyLimited));
-            }
-        } else if own.load(Relaxed) + above() >= cap {
+        // Only dry-run rules get here: an enforced concurrency limit caps the admission
+        // pool, which is asked last (step 11).
+        if slot.global.pool.in_flight() >= cap {
             return Err(Refused::because(Reason::ConcurrencyLimited));
         }
     }

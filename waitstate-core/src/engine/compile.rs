@@ -149,8 +149,9 @@ impl Engine {
         let dry_active = !dry.is_open();
         let entry = |slot: &Arc<TagSlot>, name: &str| TagEntry {
             slot: slot.clone(),
-            enforce: self.compile(&policy, name, slot.priority),
-            dry: dry_active.then(|| self.compile(&dry.stricter(&policy), name, slot.priority)),
+            enforce: self.compile(&policy, name, slot.priority, false),
+            dry: dry_active
+                .then(|| self.compile(&dry.stricter(&policy), name, slot.priority, true)),
         };
         let mut tags: HashMap<Box<str>, TagEntry, RandomState> =
             HashMap::with_capacity_and_hasher(w.slots.len() + named.len(), RandomState::default());
@@ -181,10 +182,15 @@ impl Engine {
             policy: Arc::new(policy),
             dry_policy: Arc::new(dry),
         };
+        self.global
+            .pool
+            .set_static_cap(snapshot.policy.concurrency_limit);
         self.snapshot.store(Arc::new(snapshot));
     }
 
-    fn compile(&self, p: &Policy, name: &str, priority: i64) -> Checks {
+    /// `dry`: the checks of dry-run rules, which count a concurrency limit themselves; an
+    /// enforced one caps the admission pool instead (set in `rebuild`).
+    fn compile(&self, p: &Policy, name: &str, priority: i64, dry: bool) -> Checks {
         let tag_throttle = p.tag_throttles.get(name).copied().unwrap_or(100.0);
         let level_throttle = p
             .priority_throttles
@@ -205,31 +211,8 @@ impl Engine {
             shed: p.priority_floor.is_some_and(|floor| priority < floor),
             throttle_ppm: percent_to_ppm(throttle),
             rate: p.tag_rate_limits.get(name).map(|r| Gcra::new(*r)),
-            concurrency_cap: p
-                .concurrency_limit
-                .map(|limit| self.concurrency_cap(limit, priority)),
+            concurrency_cap: if dry { p.concurrency_limit } else { None },
         }
-    }
-
-    /// Under a concurrency limit, the highest priority may fill every slot and every lower
-    /// level a third of them. A request counts the requests in flight at its own level and
-    /// above against its level's cap (see `check_limits`), so with equal caps the lower level
-    /// still yields first (free counts pro's requests, pro does not count free's), and no
-    /// lower level takes the top level's headroom. A third: while the top level is quiet,
-    /// lower levels keep the queue in front of the backend at a third of the limit, which is
-    /// the wait the top level meets when it arrives, and the top level keeps two thirds of
-    /// the limit as headroom for its own bursts (measured in `scenarios/`: at a half, a
-    /// fleet sharing one backend had to choose between enterprise's headroom and its
-    /// latency).
-    ///
-    /// So the limit binds the top level exactly; lower levels' requests admitted while the
-    /// levels above were quiet may, while they finish, add to it (at most a third of the
-    /// limit each). This is the trade the partitioned limiters make (Netflix's
-    /// concurrency-limits admits a partition under its guaranteed share past the total): a
-    /// surge of free requests must not turn enterprise away.
-    fn concurrency_cap(&self, limit: u64, priority: i64) -> u64 {
-        let top = self.global.levels().last().is_none_or(|l| priority >= *l);
-        if top { limit } else { (limit / 3).max(1) }
     }
 }
 

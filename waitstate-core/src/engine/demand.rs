@@ -1,6 +1,7 @@
 //! What a request asks of the gate.
 
 use std::fmt;
+use std::time::Duration;
 
 #[allow(unused_imports)] // the docs link to them
 use crate::tags::{DEFAULT_TAG, MAX_CUSTOM_METRICS};
@@ -15,6 +16,9 @@ pub struct Demand<'a> {
     /// A stable hash of the user or API key: throttling then turns away the same cohorts
     /// each time.
     pub cohort: Option<u64>,
+    /// The longest the client will wait for a slot (its own deadline, e.g. from
+    /// `grpc-timeout`); the level's maximum wait applies when it is shorter or absent.
+    pub max_wait: Option<Duration>,
 }
 
 impl<'a> Demand<'a> {
@@ -24,12 +28,19 @@ impl<'a> Demand<'a> {
             tag,
             weight: 1.0,
             cohort: None,
+            max_wait: None,
         }
     }
 
     /// Set the weight.
     pub fn weight(mut self, weight: f64) -> Self {
         self.weight = weight;
+        self
+    }
+
+    /// Set the longest the client will wait for a slot.
+    pub fn max_wait(mut self, wait: Duration) -> Self {
+        self.max_wait = Some(wait);
         self
     }
 

@@ -2,7 +2,10 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
+use std::time::Duration;
+
 use super::{Engine, ReportError};
+use crate::admission::AdmissionState;
 use crate::tags::{Aggregate, MAX_CUSTOM_METRICS, Tag, TagCounters};
 
 impl Engine {
@@ -109,5 +112,18 @@ impl Engine {
             .chain(std::iter::once(&self.overflow))
             .map(|s| s.in_flight.load(Relaxed))
             .sum()
+    }
+
+    /// Adaptive admission's state: the limit, the learned baseline, slots in use, and each
+    /// level's queue.
+    pub fn admission(&self) -> AdmissionState {
+        self.global.pool.state(self.global.levels())
+    }
+
+    /// Let adaptive admission learn: close the measuring window if it is due, move the
+    /// limit, hand freed room to waiters. Call it often (the runtime does, every 50 ms);
+    /// it is cheap when nothing is due.
+    pub fn tick_admission(&self, now: Duration) {
+        self.global.pool.tick(now);
     }
 }

@@ -19,7 +19,8 @@
 //! | 7 | the tag's priority is below `priorityFloor` | `priority_shed` | ours |
 //! | 8 | the tag's, level's or global throttle turns it away (deterministic credit, per cohort when keyed) | `throttled` | ours |
 //! | 9 | the tag's rate budget (GCRA) is spent | `rate_limited` | ours |
-//! | 10 | the concurrency limit is full for the request's level | `concurrency_limited` | ours |
+//! | 10 | a dry-run rule's concurrency limit (counted, never enforced) | `concurrency_limited` | ours |
+//! | 11 | admission: a slot of the pool (the learned limit under any static `concurrencyLimit`), at once or after a deadline-bounded wait in the level's queue | `concurrency_limited` | [`crate::admission`] |
 //!
 //! The policy checked is the merge (the stricter wins) of the configuration's `[limits]`, the
 //! local reflex rules' policy and the control plane's. Dry-run rules are checked after
@@ -50,11 +51,13 @@ mod check;
 mod compile;
 mod demand;
 mod metrics;
+mod queued;
 #[cfg(test)]
 mod tests;
 mod ticket;
 
 pub use demand::{Demand, ReportError};
+pub use queued::{Admit, Queued};
 pub use ticket::Ticket;
 
 /// The engine: tags, policy, decisions and counters. Time is passed in.
@@ -99,7 +102,7 @@ impl Engine {
         let mut levels: BTreeSet<i64> = config.tags.values().copied().collect();
         levels.insert(config.default_priority);
         let levels: Vec<i64> = levels.into_iter().collect();
-        let global = Arc::new(Global::new(&levels));
+        let global = Arc::new(Global::new(&levels, config.admission.pool_settings()));
         let overflow = Arc::new(TagSlot::new(
             OVERFLOW_TAG,
             config.default_priority,

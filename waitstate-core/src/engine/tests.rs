@@ -1,5 +1,7 @@
 //! The engine's unit tests.
 
+use std::future::Future;
+
 use super::*;
 use crate::decision::{Decision, Reason};
 use crate::tags::{Aggregate, MAX_CUSTOM_METRICS};
@@ -179,55 +181,117 @@ fn priority_floor_sheds_below_it() {
     assert_eq!(reason(&e, "enterprise", 1.0), None);
 }
 
+fn fixed(toml: &str) -> Engine {
+    engine(&format!("{toml}\n[admission]\nadaptive = false\n"))
+}
+
+fn in_flight_by_level(e: &Engine) -> Vec<u64> {
+    e.admission().levels.iter().map(|l| l.in_flight).collect()
+}
+
 #[test]
-fn concurrency_limit_turns_lower_priorities_away_first() {
-    let e = tiers();
+fn a_concurrency_limit_is_exact_whatever_the_priority() {
+    let e = fixed("[tags]\nenterprise = 100\npro = 50\nfree = 10\n");
     let mut p = Policy::default();
     p.concurrency_limit = Some(12);
     e.set_remote_policy(Some(p)).unwrap();
-    // Levels 0, 10, 50, 100: every level below the top may use 12 / 3 = 4.
     let mut held = Vec::new();
-    for _ in 0..4 {
-        held.push(e.admit(&Demand::new("free"), T0).unwrap());
+    for tag in ["free", "pro", "enterprise"].iter().cycle().take(12) {
+        held.push(e.admit(&Demand::new(tag), T0).unwrap());
     }
-    let r = e.admit(&Demand::new("free"), T0).unwrap_err();
-    assert_eq!(r.reason(), Reason::ConcurrencyLimited);
-    // Free's four do not count against enterprise: it may still fill its whole cap.
-    for _ in 0..12 {
-        held.push(e.admit(&Demand::new("enterprise"), T0).unwrap());
+    // One pool: the thirteenth is turned away whoever asks (without waiting, `admit` cannot
+    // queue), and the total never passes the limit.
+    for tag in ["free", "enterprise"] {
+        assert_eq!(
+            e.admit(&Demand::new(tag), T0).unwrap_err().reason(),
+            Reason::ConcurrencyLimited
+        );
     }
-    assert_eq!(
-        e.admit(&Demand::new("enterprise"), T0)
-            .unwrap_err()
-            .reason(),
-        Reason::ConcurrencyLimited
-    );
-    // Enterprise's twelve count against free: with the four free gone, free stays out.
-    held.drain(..4);
-    assert_eq!(
-        e.admit(&Demand::new("free"), T0).unwrap_err().reason(),
-        Reason::ConcurrencyLimited
-    );
-    // Pro counts enterprise too, not free: with 2 enterprise and 1 free in flight, two
-    // pro fit, and free (which counts them all) no longer does.
-    held.drain(..10);
-    held.push(e.admit(&Demand::new("free"), T0).unwrap());
-    held.push(e.admit(&Demand::new("pro"), T0).unwrap());
-    held.push(e.admit(&Demand::new("pro"), T0).unwrap());
-    assert_eq!(e.global.total(), 5);
-    assert_eq!(
-        e.admit(&Demand::new("free"), T0).unwrap_err().reason(),
-        Reason::ConcurrencyLimited
-    );
-    assert_eq!(
-        e.admit(&Demand::new("pro"), T0).unwrap_err().reason(),
-        Reason::ConcurrencyLimited
-    );
-    held.pop();
-    assert!(e.admit(&Demand::new("enterprise"), T0).is_ok());
+    assert_eq!(e.admission().in_flight, 12);
+    // Levels 0 (default), 10, 50, 100: four each for free, pro and enterprise.
+    assert_eq!(in_flight_by_level(&e), [0, 4, 4, 4]);
     drop(held);
-    assert_eq!(e.in_flight(), 0);
-    assert_eq!(e.global.total(), 0);
+    assert_eq!(e.admission().in_flight, 0);
+    assert_eq!(in_flight_by_level(&e), [0, 0, 0, 0]);
+}
+
+#[test]
+fn when_full_the_queue_serves_the_highest_level_first() {
+    let e = fixed("[tags]\nenterprise = 100\npro = 50\nfree = 10\n");
+    let mut p = Policy::default();
+    p.concurrency_limit = Some(2);
+    e.set_remote_policy(Some(p)).unwrap();
+    let first = e.admit(&Demand::new("free"), T0).unwrap();
+    let second = e.admit(&Demand::new("free"), T0).unwrap();
+    let queued = |tag| match e.admit_or_queue(&Demand::new(tag), T0) {
+        Admit::Queued(q) => q,
+        other => panic!("{tag}: expected to wait, got {other:?}"),
+    };
+    let mut free = queued("free");
+    let mut pro = queued("pro");
+    let mut ent = queued("enterprise");
+    let waiting: Vec<u64> = e.admission().levels.iter().map(|l| l.waiting).collect();
+    assert_eq!(waiting, [0, 1, 1, 1]);
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    let mut poll = |q: &mut Queued| std::pin::Pin::new(q).poll(&mut cx);
+    assert!(poll(&mut free).is_pending());
+    // A slot frees: enterprise gets it, though it came last.
+    drop(first);
+    assert!(poll(&mut free).is_pending());
+    assert!(poll(&mut pro).is_pending());
+    let std::task::Poll::Ready(Ok(ent_ticket)) = poll(&mut ent) else {
+        panic!("enterprise should hold the slot");
+    };
+    // The next goes to pro, then free.
+    drop(second);
+    let std::task::Poll::Ready(Ok(pro_ticket)) = poll(&mut pro) else {
+        panic!("pro should hold the next slot");
+    };
+    assert!(poll(&mut free).is_pending());
+    drop((ent_ticket, pro_ticket));
+    assert!(matches!(poll(&mut free), std::task::Poll::Ready(Ok(_))));
+    // Every ticket above was dropped as it resolved: nothing in flight, nothing waiting.
+    assert_eq!(e.admission().in_flight, 0);
+    assert_eq!(e.counters("enterprise").unwrap().admitted, 1);
+}
+
+#[test]
+fn a_waiter_that_leaves_leaks_nothing() {
+    let e = fixed("[tags]\nfree = 10\n");
+    let mut p = Policy::default();
+    p.concurrency_limit = Some(1);
+    e.set_remote_policy(Some(p)).unwrap();
+    let held = e.admit(&Demand::new("free"), T0).unwrap();
+    // Dropped while waiting: out of the queue.
+    let Admit::Queued(q) = e.admit_or_queue(&Demand::new("free"), T0) else {
+        panic!("expected to wait")
+    };
+    drop(q);
+    assert_eq!(e.admission().levels[1].waiting, 0);
+    // Granted, then dropped before it was polled: the slot goes back.
+    let Admit::Queued(q) = e.admit_or_queue(&Demand::new("free"), T0) else {
+        panic!("expected to wait")
+    };
+    drop(held);
+    assert_eq!(e.admission().in_flight, 1, "handed over to the waiter");
+    drop(q);
+    assert_eq!(e.admission().in_flight, 0);
+    // Gave up after its deadline: a counted rejection.
+    let held = e.admit(&Demand::new("free"), T0).unwrap();
+    let Admit::Queued(q) = e.admit_or_queue(&Demand::new("free"), T0) else {
+        panic!("expected to wait")
+    };
+    assert_eq!(
+        q.give_up().unwrap_err().reason(),
+        Reason::ConcurrencyLimited
+    );
+    assert_eq!(
+        e.counters("free").unwrap().rejected[Reason::ConcurrencyLimited.index()],
+        1
+    );
+    drop(held);
+    assert_eq!(e.admission().in_flight, 0);
 }
 
 #[test]
@@ -264,15 +328,16 @@ fn limits_hold_from_the_start_and_no_policy_loosens_them() {
 }
 
 proptest::proptest! {
-    /// The per-level counters of the concurrency cap follow every admission and every
-    /// release, whatever the order, the tags and the policy changes in between.
+    /// The pool's counters (total and per level) follow every admission and every release,
+    /// whatever the order, the tags and the limit coming and going in between.
     #[test]
     fn level_counters_follow_every_ticket(
         ops in proptest::collection::vec((0usize..5, 0u8..4), 1..300),
     ) {
-        let e = tiers();
+        let e = fixed("[tags]\nenterprise = 100\npro = 50\nfree = 10\n");
         let tags = ["enterprise", "pro", "free", "anonymous", ""];
         let mut held = Vec::new();
+        let mut limited = false;
         for (tag, op) in ops {
             match op {
                 0 if !held.is_empty() => drop(held.remove(tag % held.len())),
@@ -281,10 +346,11 @@ proptest::proptest! {
                     t.finish(Duration::from_millis(1), false);
                 }
                 2 => {
-                    // The limit comes and goes: a ticket taken without it holds no
-                    // level slot, one taken with it holds one.
+                    // The limit comes and goes; tickets held past a new, lower limit
+                    // stay counted until they end.
                     let mut p = Policy::default();
                     p.concurrency_limit = (tag % 2 == 0).then_some(6);
+                    limited = p.concurrency_limit.is_some() && held.len() <= 6;
                     e.set_remote_policy(Some(p)).unwrap();
                 }
                 _ => {
@@ -293,11 +359,13 @@ proptest::proptest! {
                     }
                 }
             }
-            let counted = held.iter().filter(|t| t.global).count() as u64;
-            proptest::prop_assert_eq!(e.global.total(), counted);
+            let state = e.admission();
+            proptest::prop_assert_eq!(state.in_flight, held.len() as u64);
+            proptest::prop_assert_eq!(state.levels.iter().map(|l| l.in_flight).sum::<u64>(), held.len() as u64);
+            proptest::prop_assert!(state.in_flight <= 6 || !limited, "the limit is exact");
         }
         drop(held);
-        proptest::prop_assert_eq!(e.global.total(), 0);
+        proptest::prop_assert_eq!(e.admission().in_flight, 0);
     }
 }
 
@@ -333,7 +401,7 @@ fn dry_run_mode_rejects_nothing_and_counts_what_it_would() {
     let c = e.counters("free").unwrap();
     assert_eq!((c.admitted, c.would_reject, c.rejected_total()), (2, 2, 0));
     drop(t);
-    assert_eq!(e.global.total(), 0);
+    assert_eq!(e.admission().in_flight, 0);
 }
 
 #[test]

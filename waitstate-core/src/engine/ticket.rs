@@ -15,7 +15,6 @@ use crate::tags::{Tag, TagSlot};
 #[must_use = "dropping the ticket releases the in-flight slot at once"]
 pub struct Ticket {
     pub(super) slot: Arc<TagSlot>,
-    pub(super) global: bool,
     pub(super) would_reject: Option<Reason>,
     pub(super) done: bool,
 }
@@ -40,6 +39,11 @@ impl Ticket {
         &self.slot.name
     }
 
+    /// Count `waited` as this request's wait for its slot (the runtime measures it).
+    pub(crate) fn note_waited(&self, waited: Duration) {
+        self.slot.global.pool.note_wait(self.slot.level, waited);
+    }
+
     /// In dry run: the reason enforcement would have rejected this request.
     pub fn would_reject(&self) -> Option<Reason> {
         self.would_reject
@@ -54,8 +58,13 @@ impl Ticket {
     /// releases once; later calls, and the drop, do nothing.
     pub(crate) fn finish_in_place(&mut self, latency: Duration, error: bool) {
         if !self.done {
-            self.slot
-                .record_completion(latency.as_micros().min(u128::from(u64::MAX)) as u64, error);
+            let us = latency.as_micros().min(u128::from(u64::MAX)) as u64;
+            self.slot.record_completion(us, error);
+            if !error {
+                // Only successes teach admission the backend's service time: a failure that
+                // came back fast says nothing about capacity.
+                self.slot.global.pool.record(us);
+            }
             self.release();
         }
     }
@@ -64,11 +73,7 @@ impl Ticket {
         if !self.done {
             self.done = true;
             self.slot.in_flight.fetch_sub(1, Relaxed);
-            if self.global {
-                self.slot.global.in_flight[self.slot.level]
-                    .0
-                    .fetch_sub(1, Relaxed);
-            }
+            self.slot.global.pool.release(self.slot.level);
         }
     }
 }

@@ -4,6 +4,7 @@
 mod control;
 mod lease;
 mod permit;
+mod wait;
 pub mod wire;
 
 use std::path::Path;
@@ -17,9 +18,11 @@ use tokio::time::{Instant, MissedTickBehavior};
 use self::control::ControlShared;
 pub use self::control::ControlStatus;
 pub use self::permit::Permit;
-use crate::config::{Config, ControlPlane, Limits, RuleConfig};
+pub use self::wait::{Entry, WaitForSlot};
+use crate::admission::AdmissionState;
+use crate::config::{AdmissionConfig, Config, ControlPlane, Limits, RuleConfig};
 use crate::decision::{Decision, Rejection};
-use crate::engine::{Demand, Engine, ReportError};
+use crate::engine::{Admit, Demand, Engine, ReportError};
 use crate::error::ConfigError;
 use crate::policy::Policy;
 use crate::reflex::{Reflex, RuleStatus};
@@ -79,11 +82,16 @@ struct Inner {
     task: Mutex<Option<JoinHandle<()>>>,
     control: Option<Arc<ControlShared>>,
     control_task: Mutex<Option<JoinHandle<()>>>,
+    admission_task: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        for task in [&mut self.task, &mut self.control_task] {
+        for task in [
+            &mut self.task,
+            &mut self.control_task,
+            &mut self.admission_task,
+        ] {
             let task = task.get_mut().unwrap_or_else(|p| p.into_inner());
             if let Some(task) = task.take() {
                 task.abort();
@@ -165,6 +173,38 @@ impl WaitState {
         let now = start.saturating_duration_since(self.inner.origin);
         let ticket = self.inner.engine.admit(demand, now)?;
         Ok(Permit::new(ticket, start))
+    }
+
+    /// Decide, and when allowed hold a slot; when the pool is full, wait for one (see
+    /// [`crate::admission`]): the answer is an [`Entry`], at once or to await. What the
+    /// tower and actix layers call.
+    pub fn enter(&self, demand: &Demand<'_>) -> Entry {
+        if let Some(control) = &self.inner.control
+            && let Some(rejection) = control.safe_mode_gate(&self.inner, demand.tag)
+        {
+            return Entry::Rejected(rejection);
+        }
+        let start = clock_now();
+        let now = start.saturating_duration_since(self.inner.origin);
+        match self.inner.engine.admit_or_queue(demand, now) {
+            Admit::Admitted(ticket) => Entry::Admitted(Permit::new(ticket, start)),
+            Admit::Rejected(rejection) => Entry::Rejected(rejection),
+            Admit::Queued(queued) => Entry::Waiting(WaitForSlot::new(queued)),
+        }
+    }
+
+    /// [`WaitState::admit`], waiting for a slot when the pool is full (at most until the
+    /// level's deadline).
+    ///
+    /// # Errors
+    /// As [`WaitState::admit`].
+    pub async fn acquire(&self, tag: &str, weight: f64) -> Result<Permit, Rejection> {
+        self.enter(&Demand::new(tag).weight(weight)).resolve().await
+    }
+
+    /// Adaptive admission's state (limit, baseline, in flight, queues).
+    pub fn admission(&self) -> AdmissionState {
+        self.inner.engine.admission()
     }
 
     /// Feed a custom metric that rules can name, for a tag or the whole service.
@@ -258,6 +298,13 @@ impl Builder {
         self
     }
 
+    /// Adaptive admission's settings (`[admission]`; on by default), e.g.
+    /// `AdmissionConfig::default().max_wait(Duration::from_millis(50))`.
+    pub fn admission(mut self, admission: AdmissionConfig) -> Self {
+        self.config.admission = admission;
+        self
+    }
+
     /// Most tags tracked one by one (default 256).
     pub fn tag_cap(mut self, cap: usize) -> Self {
         self.config.tag_cap = cap;
@@ -333,10 +380,16 @@ impl Builder {
             task: Mutex::new(None),
             control: control.as_ref().map(|(shared, _)| shared.clone()),
             control_task: Mutex::new(None),
+            admission_task: Mutex::new(None),
         });
         let first = origin + self.config.tick;
         let task = handle.spawn(run(Arc::downgrade(&inner), reflex, first, self.config.tick));
         *inner.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        let admission = handle.spawn(admission_ticks(Arc::downgrade(&inner)));
+        *inner
+            .admission_task
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(admission);
         if let Some((shared, http)) = control {
             let task = handle.spawn(control::run(Arc::downgrade(&inner), shared, http));
             *inner.control_task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
@@ -359,5 +412,20 @@ async fn run(inner: Weak<Inner>, mut reflex: Reflex, first: Instant, tick: Durat
             control.add_custom(reflex.last_custom());
         }
         inner.status.store(Arc::new(status));
+    }
+}
+
+/// How often adaptive admission looks at its measuring window (it closes one every 100 ms to
+/// 1 s, when it has enough samples).
+const ADMISSION_TICK: Duration = Duration::from_millis(50);
+
+/// The admission task: let the learned limit move, hand freed room to waiters.
+async fn admission_ticks(inner: Weak<Inner>) {
+    let mut interval = tokio::time::interval(ADMISSION_TICK);
+    interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let Some(inner) = inner.upgrade() else { break };
+        inner.engine.tick_admission(inner.now());
     }
 }

@@ -1,0 +1,296 @@
+//! The learned limit: how many requests the backend can hold, from measured service time.
+//!
+//! A gradient controller in the family of Netflix's Gradient2 and Envoy's adaptive
+//! concurrency filter, with the guards their users asked for (see the module docs of
+//! `admission` for the failure modes and where each is handled). Pure: every call takes
+//! `now`; the caller feeds it one closed window at a time.
+//!
+//! Per closed window, with `x` the window's median service time and `B` the no-load
+//! baseline:
+//!
+//! ```text
+//! not saturated (demand stayed under the limit)  -> no change
+//! g = clamp(tol · B / x, 0.5, 1)
+//! g == 1 (no queueing):  slow start: L = 2L;  after 3 clean windows: L = 1.5L;  else L = L + q
+//! g <  1 (queueing):     L = L + (L·g + q − L) / 2        (a knee estimate plus q, smoothed)
+//! q = max(2, ceil(0.1 L))
+//! ```
+//!
+//! When the backend is saturated, `L · B / x` is the knee itself (Little's law: past the
+//! knee the median grows in proportion to what is in flight), so the limit settles at about
+//! `tol · knee + q` in one step and cannot creep: the queue term is added to a knee
+//! estimate, not to a ratio that overload inflates.
+//!
+//! The baseline falls whenever a window of enough samples shows a lower median. It rises
+//! only on evidence: a probe (the limit held at 3/4 for a short while, the queue in front of
+//! the gate absorbs the dip) whose median did not improve on the median just before it
+//! means the latency is the backend's own, not queueing; two such probes in a row raise the
+//! baseline, at most 2x per pair of probes. Probes run only while saturated, every few seconds, or
+//! at once after three windows of decreases in a row (a slowed backend is re-learned within
+//! seconds instead of shrinking the limit to nothing).
+
+use std::time::Duration;
+
+/// Tuning of the learned limit. The defaults fit most backends; see `[admission]`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct LimitSettings {
+    pub(crate) initial: f64,
+    pub(crate) min: f64,
+    pub(crate) max: f64,
+    /// How much queueing (median over baseline) is tolerated before the limit comes down.
+    pub(crate) tolerance: f64,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            initial: 8.0,
+            min: 2.0,
+            max: 1000.0,
+            tolerance: 1.1,
+        }
+    }
+}
+
+/// A window of completions, as the pool measured it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Window {
+    /// Successful completions in the window.
+    pub(crate) samples: u64,
+    /// Their median service time, in microseconds.
+    pub(crate) median_us: u64,
+    /// Whether demand met the limit at some point (a request queued or was refused for a
+    /// slot, or the pool was full).
+    pub(crate) saturated: bool,
+}
+
+/// Fewest samples for a window to count; below it the window keeps accumulating.
+pub(crate) const MIN_SAMPLES: u64 = 20;
+/// Samples a probe (and a baseline-lowering bucket) needs.
+const PROBE_SAMPLES: u64 = 50;
+/// A window older than this with too few samples is dropped without a change.
+const STALE: Duration = Duration::from_secs(5);
+/// Between probes while saturated (plus up to 15% of jitter).
+const PROBE_EVERY: Duration = Duration::from_secs(5);
+/// The longest a probe lasts when samples are scarce.
+const PROBE_MAX: Duration = Duration::from_secs(2);
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Phase {
+    /// Doubling each clean window, until the first sign of queueing.
+    SlowStart,
+    Steady,
+    /// Limit held at `PROBE_FRACTION` of `before` until enough samples arrive.
+    Probe {
+        since: Duration,
+        before: f64,
+        reference_us: u64,
+    },
+}
+
+const PROBE_FRACTION: f64 = 0.75;
+
+/// The controller's state. Not shared: the pool keeps it behind its lock and calls it from
+/// the tick.
+#[derive(Clone, Debug)]
+pub(crate) struct LearnedLimit {
+    settings: LimitSettings,
+    limit: f64,
+    baseline_us: Option<u64>,
+    phase: Phase,
+    clean_streak: u32,
+    decrease_streak: u32,
+    insensitive_streak: u32,
+    next_probe: Duration,
+    probes: u64,
+    /// The median of the last window that moved the limit (for the snapshot).
+    last_median_us: Option<u64>,
+}
+
+impl LearnedLimit {
+    pub(crate) fn new(settings: LimitSettings) -> Self {
+        Self {
+            settings,
+            limit: settings.initial.clamp(settings.min, settings.max),
+            baseline_us: None,
+            phase: Phase::SlowStart,
+            clean_streak: 0,
+            decrease_streak: 0,
+            insensitive_streak: 0,
+            next_probe: PROBE_EVERY,
+            probes: 0,
+            last_median_us: None,
+        }
+    }
+
+    /// The limit in force (a probe lowers it for a while).
+    pub(crate) fn limit(&self) -> u64 {
+        let l = match self.phase {
+            Phase::Probe { before, .. } => (before * PROBE_FRACTION).max(self.settings.min),
+            _ => self.limit,
+        };
+        l.floor().max(1.0) as u64
+    }
+
+    pub(crate) fn baseline(&self) -> Option<Duration> {
+        self.baseline_us.map(Duration::from_micros)
+    }
+
+    pub(crate) fn last_median(&self) -> Option<Duration> {
+        self.last_median_us.map(Duration::from_micros)
+    }
+
+    pub(crate) fn is_probing(&self) -> bool {
+        matches!(self.phase, Phase::Probe { .. })
+    }
+
+    /// How long a window lasts before it may close: four baselines, within 100 ms..1 s.
+    pub(crate) fn window_length(&self) -> Duration {
+        let b = self.baseline_us.unwrap_or(25_000).saturating_mul(4);
+        Duration::from_micros(b).clamp(Duration::from_millis(100), Duration::from_secs(1))
+    }
+
+    /// Whether a window that began at `start` with `samples` so far should close now, be
+    /// dropped (too old, too few), or go on.
+    pub(crate) fn window_verdict(&self, start: Duration, now: Duration, samples: u64) -> Verdict {
+        let age = now.saturating_sub(start);
+        let needed = if self.is_probing() {
+            PROBE_SAMPLES
+        } else {
+            MIN_SAMPLES
+        };
+        if let Phase::Probe { since, .. } = self.phase
+            && now.saturating_sub(since) >= PROBE_MAX
+        {
+            return if samples >= MIN_SAMPLES {
+                Verdict::Close
+            } else {
+                Verdict::Drop
+            };
+        }
+        if age >= self.window_length() && samples >= needed {
+            Verdict::Close
+        } else if age >= STALE {
+            Verdict::Drop
+        } else {
+            Verdict::Wait
+        }
+    }
+
+    /// A window was dropped for want of samples: nothing moves, but a probe ends.
+    pub(crate) fn dropped(&mut self, now: Duration) {
+        if let Phase::Probe { before, .. } = self.phase {
+            self.limit = before;
+            self.phase = Phase::Steady;
+            self.schedule_probe(now);
+        }
+    }
+
+    /// Fold one closed window in.
+    pub(crate) fn update(&mut self, w: Window, now: Duration) {
+        let x = w.median_us.max(1);
+        self.last_median_us = Some(x);
+        let Some(baseline) = self.baseline_us else {
+            // The first window: the limit starts small enough to be under any knee worth
+            // the name, so its median is a fair no-load baseline.
+            self.baseline_us = Some(x);
+            return;
+        };
+        if w.samples >= PROBE_SAMPLES && x < baseline {
+            self.baseline_us = Some(x);
+        }
+        if let Phase::Probe {
+            before,
+            reference_us,
+            ..
+        } = self.phase
+        {
+            self.end_probe(x, before, reference_us, now);
+            return;
+        }
+        if !w.saturated {
+            // Demand stayed under the limit: the window says nothing about the knee.
+            self.clean_streak = 0;
+            self.decrease_streak = 0;
+            return;
+        }
+        let baseline = self.baseline_us.unwrap_or(x) as f64;
+        let gradient = (self.settings.tolerance * baseline / x as f64).clamp(0.5, 1.0);
+        let q = (0.1 * self.limit).ceil().max(2.0);
+        if gradient >= 1.0 {
+            self.decrease_streak = 0;
+            self.clean_streak += 1;
+            self.limit = match self.phase {
+                Phase::SlowStart => self.limit * 2.0,
+                _ if self.clean_streak >= 3 => self.limit * 1.5,
+                _ => self.limit + q,
+            };
+        } else {
+            self.phase = Phase::Steady;
+            self.clean_streak = 0;
+            let target = self.limit * gradient + q;
+            let before = self.limit;
+            self.limit += if target >= self.limit {
+                target - self.limit
+            } else {
+                0.5 * (target - self.limit)
+            };
+            // At the fixed point the gradient is under 1 every window while the limit holds:
+            // only a real cut counts towards "the limit keeps coming down".
+            if self.limit < 0.95 * before {
+                self.decrease_streak += 1;
+            } else {
+                self.decrease_streak = 0;
+            }
+        }
+        self.limit = self.limit.clamp(self.settings.min, self.settings.max);
+        // Saturated: probe on schedule, or at once when the limit keeps coming down (a
+        // slower backend looks like queueing until a probe says otherwise).
+        if now >= self.next_probe || self.decrease_streak >= 3 {
+            self.phase = Phase::Probe {
+                since: now,
+                before: self.limit,
+                reference_us: x,
+            };
+            self.decrease_streak = 0;
+        }
+    }
+
+    fn end_probe(&mut self, probe_us: u64, before: f64, reference_us: u64, now: Duration) {
+        self.probes += 1;
+        self.limit = before;
+        self.phase = Phase::Steady;
+        self.schedule_probe(now);
+        let baseline = self.baseline_us.unwrap_or(probe_us);
+        // Less in flight made the median fall by 15%: the gap over the baseline was queueing.
+        if reference_us as f64 >= 1.15 * probe_us as f64 {
+            self.insensitive_streak = 0;
+            return;
+        }
+        self.insensitive_streak += 1;
+        if self.insensitive_streak >= 2 && probe_us > baseline {
+            // Twice in a row less in flight did not help: the backend itself is slower.
+            let raised = (baseline as f64 * 2.0) as u64;
+            self.baseline_us = Some(probe_us.min(raised));
+            self.insensitive_streak = 0;
+        } else {
+            // One insensitive probe: confirm (or refute) it soon, not in five seconds, so a
+            // slowed backend is re-learned before the limit has shrunk far.
+            self.next_probe = now + 2 * self.window_length();
+        }
+    }
+
+    fn schedule_probe(&mut self, now: Duration) {
+        // Jitter from the probe count (deterministic, so tests replay): 0..15%.
+        let jitter_permille = (self.probes.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 54) % 150;
+        self.next_probe = now + PROBE_EVERY + PROBE_EVERY * jitter_permille as u32 / 1000;
+    }
+}
+
+/// What to do with the window under way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Close,
+    Drop,
+    Wait,
+}

@@ -1,0 +1,483 @@
+//! One pool of slots, counted exactly, and the per-priority queues in front of it.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Waker;
+use std::time::Duration;
+
+use super::limit::{LearnedLimit, LimitSettings, Verdict, Window};
+use super::{AdmissionState, LevelState};
+use crate::histogram::{AtomicHistogram, Histogram};
+
+/// How the pool is set up (from `[admission]`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct PoolSettings {
+    /// Learn the limit; when off, only a static cap (if any) binds.
+    pub(crate) adaptive: bool,
+    pub(crate) limit: LimitSettings,
+    /// The longest a request waits for a slot; `None`: derived from the learned service
+    /// time (three baselines, within 10 ms..1 s).
+    pub(crate) max_wait: Option<Duration>,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            adaptive: true,
+            limit: LimitSettings::default(),
+            max_wait: None,
+        }
+    }
+}
+
+/// Before a baseline is known, the wait a request may spend in the queue.
+const DEFAULT_WAIT: Duration = Duration::from_millis(100);
+
+/// A queued request's cell: the pool grants or evicts it, its future polls it.
+#[derive(Debug)]
+pub(crate) struct WaitCell {
+    pub(crate) level: usize,
+    deadline: Duration,
+    state: Mutex<CellState>,
+}
+
+#[derive(Debug)]
+pub(crate) enum CellState {
+    Waiting(Option<Waker>),
+    /// A slot was handed over: the future owns it now.
+    Granted,
+    /// Turned away: its deadline cannot be met.
+    Evicted,
+    /// The future took its outcome (or left); nothing more to do.
+    Done,
+}
+
+impl WaitCell {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, CellState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn settle(&self, to: CellState) {
+        let waker = match std::mem::replace(&mut *self.lock(), to) {
+            CellState::Waiting(w) => w,
+            _ => None,
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Queues {
+    levels: Vec<VecDeque<Arc<WaitCell>>>,
+}
+
+/// Per level: what the snapshot reports (cumulative).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct LevelStats {
+    in_flight: AtomicU64,
+    queued: AtomicU64,
+    waited_us: AtomicU64,
+    timed_out: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Learner {
+    limit: LearnedLimit,
+    window_start: Duration,
+    seen: Histogram,
+    scratch: Histogram,
+}
+
+/// The pool: every admitted request holds one slot until its ticket ends.
+#[derive(Debug)]
+pub(crate) struct Pool {
+    in_use: AtomicU64,
+    /// The limit in force: the learned one, under the static cap.
+    limit: AtomicU64,
+    waiting: AtomicU64,
+    saturated: AtomicBool,
+    static_cap: AtomicU64,
+    /// The last window's median service time (µs), for wait estimates; 0 = unknown.
+    service_us: AtomicU64,
+    /// Successful completions' service times (cumulative; the learner takes deltas).
+    service: AtomicHistogram,
+    levels: Box<[LevelStats]>,
+    settings: PoolSettings,
+    queues: Mutex<Queues>,
+    learner: Mutex<Learner>,
+}
+
+impl Pool {
+    pub(crate) fn new(levels: usize, settings: PoolSettings) -> Self {
+        let learned = LearnedLimit::new(settings.limit);
+        let pool = Self {
+            in_use: AtomicU64::new(0),
+            limit: AtomicU64::new(u64::MAX),
+            waiting: AtomicU64::new(0),
+            saturated: AtomicBool::new(false),
+            static_cap: AtomicU64::new(u64::MAX),
+            service_us: AtomicU64::new(0),
+            service: AtomicHistogram::new(),
+            levels: (0..levels).map(|_| LevelStats::default()).collect(),
+            settings,
+            queues: Mutex::new(Queues {
+                levels: (0..levels).map(|_| VecDeque::new()).collect(),
+            }),
+            learner: Mutex::new(Learner {
+                limit: learned,
+                window_start: Duration::ZERO,
+                seen: Histogram::new(),
+                scratch: Histogram::new(),
+            }),
+        };
+        pool.publish_limit(&pool.lock_learner());
+        pool
+    }
+
+    fn lock_queues(&self) -> MutexGuard<'_, Queues> {
+        self.queues.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_learner(&self) -> MutexGuard<'_, Learner> {
+        self.learner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn publish_limit(&self, learner: &Learner) {
+        let cap = self.static_cap.load(Relaxed);
+        let limit = if self.settings.adaptive {
+            learner.limit.limit().min(cap)
+        } else {
+            cap
+        };
+        self.limit.store(limit, SeqCst);
+    }
+
+    /// Set (or with `None` lift) the static cap: a policy's `concurrencyLimit`.
+    pub(crate) fn set_static_cap(&self, cap: Option<u64>) {
+        let cap = cap.unwrap_or(u64::MAX).max(1);
+        if self.static_cap.swap(cap, Relaxed) != cap {
+            self.publish_limit(&self.lock_learner());
+            self.drain();
+        }
+    }
+
+    /// The fast path: a slot if one is free and nobody waits. One CAS.
+    #[inline]
+    pub(crate) fn try_acquire(&self, level: usize) -> bool {
+        if self.waiting.load(SeqCst) > 0 {
+            self.saturated.store(true, Relaxed);
+            return false;
+        }
+        self.cas_acquire(level)
+    }
+
+    #[inline]
+    fn cas_acquire(&self, level: usize) -> bool {
+        let limit = self.limit.load(SeqCst);
+        let got = self
+            .in_use
+            .fetch_update(SeqCst, SeqCst, |n| (n < limit).then_some(n + 1));
+        match got {
+            Ok(n) => {
+                if n + 1 >= limit && !self.saturated.load(Relaxed) {
+                    self.saturated.store(true, Relaxed);
+                }
+                self.levels[level].in_flight.fetch_add(1, Relaxed);
+                true
+            }
+            Err(_) => {
+                if !self.saturated.load(Relaxed) {
+                    self.saturated.store(true, Relaxed);
+                }
+                false
+            }
+        }
+    }
+
+    /// Take a slot whatever the limit (dry run): `true` if it was over the limit.
+    pub(crate) fn force_acquire(&self, level: usize) -> bool {
+        let limit = self.limit.load(Relaxed);
+        let before = self.in_use.fetch_add(1, SeqCst);
+        self.levels[level].in_flight.fetch_add(1, Relaxed);
+        before >= limit
+    }
+
+    /// Whether a slot is free now (for `decide`, which holds none).
+    pub(crate) fn has_room(&self) -> bool {
+        self.waiting.load(Relaxed) == 0 && self.in_use.load(Relaxed) < self.limit.load(Relaxed)
+    }
+
+    /// Give a slot back: to the best waiter if any, else to the pool.
+    pub(crate) fn release(&self, level: usize) {
+        self.levels[level].in_flight.fetch_sub(1, Relaxed);
+        if self.waiting.load(SeqCst) > 0 {
+            let mut q = self.lock_queues();
+            if self.in_use.load(SeqCst) <= self.limit.load(SeqCst)
+                && let Some(cell) = self.pop_best(&mut q)
+            {
+                // Hand the slot over: `in_use` does not move.
+                self.levels[cell.level].in_flight.fetch_add(1, Relaxed);
+                drop(q);
+                cell.settle(CellState::Granted);
+                return;
+            }
+        }
+        self.in_use.fetch_sub(1, SeqCst);
+        if self.waiting.load(SeqCst) > 0 {
+            self.drain();
+        }
+    }
+
+    /// Grant queued requests while there is room (after a release raced an enqueue, or the
+    /// limit rose).
+    pub(crate) fn drain(&self) {
+        if self.waiting.load(SeqCst) == 0 {
+            return;
+        }
+        let mut q = self.lock_queues();
+        self.drain_locked(&mut q);
+    }
+
+    fn drain_locked(&self, q: &mut Queues) {
+        while self.waiting.load(SeqCst) > 0 {
+            let limit = self.limit.load(SeqCst);
+            if self
+                .in_use
+                .fetch_update(SeqCst, SeqCst, |n| (n < limit).then_some(n + 1))
+                .is_err()
+            {
+                return;
+            }
+            match self.pop_best(q) {
+                Some(cell) => {
+                    self.levels[cell.level].in_flight.fetch_add(1, Relaxed);
+                    cell.settle(CellState::Granted);
+                }
+                None => {
+                    self.in_use.fetch_sub(1, SeqCst);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The next waiter to serve: a lower level under its floor first (so it is not starved),
+    /// else the highest level, FIFO within it. The floor is a twentieth of the limit (none
+    /// under 20 slots: a small pool is the top level's).
+    fn pop_best(&self, q: &mut Queues) -> Option<Arc<WaitCell>> {
+        let floor = self.limit.load(Relaxed) / 20;
+        let starved = (0..q.levels.len())
+            .find(|&l| !q.levels[l].is_empty() && self.levels[l].in_flight.load(Relaxed) < floor);
+        let level =
+            starved.or_else(|| (0..q.levels.len()).rev().find(|&l| !q.levels[l].is_empty()))?;
+        let cell = q.levels[level].pop_front()?;
+        self.waiting.fetch_sub(1, SeqCst);
+        Some(cell)
+    }
+
+    /// How long a request of this level may wait now.
+    pub(crate) fn max_wait(&self) -> Duration {
+        if let Some(w) = self.settings.max_wait {
+            return w;
+        }
+        match self.service_us.load(Relaxed) {
+            0 => DEFAULT_WAIT,
+            us => (Duration::from_micros(us) * 3)
+                .clamp(Duration::from_millis(10), Duration::from_secs(1)),
+        }
+    }
+
+    /// The expected wait of the request `ahead + 1`-th in line.
+    fn estimated_wait(&self, ahead: usize) -> Duration {
+        let service = match self.service_us.load(Relaxed) {
+            0 => return Duration::ZERO,
+            us => us,
+        };
+        let limit = self.limit.load(Relaxed).clamp(1, 1 << 20);
+        Duration::from_micros(service.saturating_mul(ahead as u64 + 1) / limit)
+    }
+
+    /// The slow path: wait in line. `Ok(cell)` while waiting (or already granted), `Err` when
+    /// the wait cannot end within `wait`. Requests of lower levels whose deadline the new
+    /// one makes impossible are turned away (lowest first).
+    pub(crate) fn enqueue(
+        &self,
+        level: usize,
+        now: Duration,
+        wait: Duration,
+    ) -> Result<Arc<WaitCell>, ()> {
+        let mut q = self.lock_queues();
+        let ahead: usize = q.levels[level..].iter().map(VecDeque::len).sum();
+        if wait.is_zero() || self.estimated_wait(ahead) > wait {
+            self.saturated.store(true, Relaxed);
+            // Nothing ahead and a slot free: no need to wait at all.
+            if ahead == 0 && self.cas_acquire(level) {
+                let cell = Arc::new(WaitCell {
+                    level,
+                    deadline: now,
+                    state: Mutex::new(CellState::Granted),
+                });
+                return Ok(cell);
+            }
+            return Err(());
+        }
+        let cell = Arc::new(WaitCell {
+            level,
+            deadline: now + wait,
+            state: Mutex::new(CellState::Waiting(None)),
+        });
+        q.levels[level].push_back(cell.clone());
+        self.waiting.fetch_add(1, SeqCst);
+        self.saturated.store(true, Relaxed);
+        self.levels[level].queued.fetch_add(1, Relaxed);
+        self.drain_locked(&mut q);
+        self.evict_doomed(&mut q, now);
+        Ok(cell)
+    }
+
+    /// Turn away the waiters (lowest levels first, newest first) who can no longer be served
+    /// before their deadline, given everything now ahead of them.
+    fn evict_doomed(&self, q: &mut Queues, now: Duration) {
+        let mut ahead = 0usize;
+        for level in (0..q.levels.len()).rev() {
+            let mut i = 0;
+            while i < q.levels[level].len() {
+                let deadline = q.levels[level][i].deadline;
+                if now + self.estimated_wait(ahead) > deadline {
+                    if let Some(cell) = q.levels[level].remove(i) {
+                        self.waiting.fetch_sub(1, SeqCst);
+                        self.levels[level].timed_out.fetch_add(1, Relaxed);
+                        cell.settle(CellState::Evicted);
+                    }
+                } else {
+                    ahead += 1;
+                    i += 1;
+                }
+            }
+        }
+    }
+
+    /// A waiter leaves (its future was dropped, or its deadline passed): out of the queue if
+    /// still in it. `true` if it was granted meanwhile (the caller then owns a slot).
+    pub(crate) fn leave(&self, cell: &Arc<WaitCell>, timed_out: bool) -> bool {
+        let mut q = self.lock_queues();
+        let mut state = cell.lock();
+        match std::mem::replace(&mut *state, CellState::Done) {
+            CellState::Waiting(_) => {
+                if let Some(i) = q.levels[cell.level]
+                    .iter()
+                    .position(|c| Arc::ptr_eq(c, cell))
+                {
+                    q.levels[cell.level].remove(i);
+                    self.waiting.fetch_sub(1, SeqCst);
+                }
+                if timed_out {
+                    self.levels[cell.level].timed_out.fetch_add(1, Relaxed);
+                }
+                false
+            }
+            CellState::Granted => true,
+            CellState::Evicted | CellState::Done => false,
+        }
+    }
+
+    /// A waiter of `level` was granted its slot after `waited`.
+    pub(crate) fn note_wait(&self, level: usize, waited: Duration) {
+        let us = waited.as_micros().min(u128::from(u64::MAX)) as u64;
+        self.levels[level].waited_us.fetch_add(us, Relaxed);
+    }
+
+    /// Slots in use.
+    pub(crate) fn in_flight(&self) -> u64 {
+        self.in_use.load(Relaxed)
+    }
+
+    /// A request ended successfully after `service_us` in the backend.
+    #[inline]
+    pub(crate) fn record(&self, service_us: u64) {
+        self.service.record_micros(service_us);
+    }
+
+    /// Close the window under way if it is due, learn from it, and publish the new limit.
+    /// Cheap when nothing is due; skipped if another thread is at it.
+    pub(crate) fn tick(&self, now: Duration) {
+        let Ok(mut guard) = self.learner.try_lock() else {
+            return;
+        };
+        let l = &mut *guard;
+        self.service.load_into(&mut l.scratch);
+        l.scratch.subtract(&l.seen);
+        let samples = l.scratch.count();
+        match l.limit.window_verdict(l.window_start, now, samples) {
+            Verdict::Wait => return,
+            Verdict::Drop => {
+                l.limit.dropped(now);
+                self.saturated.store(false, Relaxed);
+            }
+            Verdict::Close => {
+                let median_us = l.scratch.quantile_micros(0.5).unwrap_or(0);
+                let window = Window {
+                    samples,
+                    median_us,
+                    saturated: self.saturated.swap(false, Relaxed),
+                };
+                l.limit.update(window, now);
+                if let Some(m) = l.limit.last_median() {
+                    self.service_us
+                        .store(m.as_micros().min(u128::from(u64::MAX)) as u64, Relaxed);
+                }
+            }
+        }
+        l.seen.merge(&l.scratch);
+        l.window_start = now;
+        self.publish_limit(l);
+        drop(guard);
+        self.drain();
+    }
+
+    /// What the snapshot shows.
+    pub(crate) fn state(&self, priorities: &[i64]) -> AdmissionState {
+        let (limit, baseline, median, probing) = {
+            let l = self.lock_learner();
+            (
+                self.limit.load(Relaxed),
+                l.limit.baseline(),
+                l.limit.last_median(),
+                l.limit.is_probing(),
+            )
+        };
+        let queued_now: Vec<usize> = self
+            .lock_queues()
+            .levels
+            .iter()
+            .map(VecDeque::len)
+            .collect();
+        AdmissionState {
+            adaptive: self.settings.adaptive,
+            limit,
+            baseline,
+            service_time: median,
+            probing,
+            in_flight: self.in_use.load(Relaxed),
+            max_wait: self.max_wait(),
+            levels: priorities
+                .iter()
+                .zip(self.levels.iter())
+                .zip(queued_now)
+                .map(|((&priority, s), waiting)| LevelState {
+                    priority,
+                    in_flight: s.in_flight.load(Relaxed),
+                    waiting: waiting as u64,
+                    queued_total: s.queued.load(Relaxed),
+                    waited_total: Duration::from_micros(s.waited_us.load(Relaxed)),
+                    timed_out_total: s.timed_out.load(Relaxed),
+                })
+                .collect(),
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! The learned limit against a model backend, with time passed in; the pool's exact
+//! counting and its queues.
+
+use std::time::Duration;
+
+use super::limit::{LearnedLimit, LimitSettings, Verdict, Window};
+use super::pool::{Pool, PoolSettings};
+
+/// A backend of `capacity` connections and a median service time: past the knee, what is in
+/// flight waits for a connection, so the median grows in proportion (Little's law).
+#[derive(Clone, Copy)]
+struct Backend {
+    capacity: f64,
+    service_ms: f64,
+}
+
+impl Backend {
+    fn median_us(&self, in_flight: f64) -> u64 {
+        (self.service_ms * 1000.0 * (in_flight / self.capacity).max(1.0)) as u64
+    }
+
+    /// Completions per second with `in_flight` requests held.
+    fn throughput(&self, in_flight: f64) -> f64 {
+        in_flight.min(self.capacity) / (self.service_ms / 1000.0)
+    }
+}
+
+/// Drive the controller for `secs` seconds from `start` against `backend`, with demand
+/// always above the limit (saturated) or at `demand` in flight; returns the limit every
+/// 100 ms.
+fn drive(
+    l: &mut LearnedLimit,
+    backend: Backend,
+    demand: Option<f64>,
+    start: Duration,
+    secs: u64,
+) -> Vec<u64> {
+    let step = Duration::from_millis(10);
+    let mut now = start;
+    let mut window_start = start;
+    let mut samples = 0.0;
+    let mut trace = Vec::new();
+    let end = start + Duration::from_secs(secs);
+    while now < end {
+        let limit = l.limit() as f64;
+        let in_flight = demand.map_or(limit, |d| d.min(limit));
+        samples += backend.throughput(in_flight) * step.as_secs_f64();
+        now += step;
+        match l.window_verdict(window_start, now, samples as u64) {
+            Verdict::Wait => {}
+            Verdict::Drop => {
+                l.dropped(now);
+                window_start = now;
+                samples = 0.0;
+            }
+            Verdict::Close => {
+                let w = Window {
+                    samples: samples as u64,
+                    median_us: backend.median_us(in_flight),
+                    saturated: demand.is_none_or(|d| d >= limit),
+                };
+                l.update(w, now);
+                window_start = now;
+                samples = 0.0;
+            }
+        }
+        if (now - start).as_millis().is_multiple_of(100) {
+            trace.push(l.limit());
+        }
+    }
+    trace
+}
+
+fn mean(xs: &[u64]) -> f64 {
+    xs.iter().sum::<u64>() as f64 / xs.len() as f64
+}
+
+const POOL_OF_10: Backend = Backend {
+    capacity: 10.0,
+    service_ms: 50.0,
+};
+
+#[test]
+fn a_cold_start_reaches_the_knee_within_two_seconds() {
+    let mut l = LearnedLimit::new(LimitSettings::default());
+    let trace = drive(&mut l, POOL_OF_10, None, Duration::ZERO, 2);
+    let last = *trace.last().unwrap();
+    assert!((10..=20).contains(&last), "{trace:?}");
+    assert_eq!(l.baseline(), Some(Duration::from_millis(50)));
+}
+
+#[test]
+fn sustained_overload_does_not_creep() {
+    let mut l = LearnedLimit::new(LimitSettings::default());
+    let trace = drive(&mut l, POOL_OF_10, None, Duration::ZERO, 600);
+    let minute = |m: usize| mean(&trace[m * 600..(m + 1) * 600]);
+    let (second, last) = (minute(1), minute(9));
+    assert!(
+        (last - second).abs() <= 0.1 * second,
+        "second minute {second}, last {last}"
+    );
+    // Near the knee, not drifting off above it: about tolerance x knee + the queue term.
+    assert!((10.0..=18.0).contains(&last), "{last}");
+    // The baseline did not drift up with the queue.
+    assert_eq!(l.baseline(), Some(Duration::from_millis(50)));
+}
+
+#[test]
+fn the_limit_follows_a_backend_that_doubles() {
+    let mut l = LearnedLimit::new(LimitSettings::default());
+    drive(&mut l, POOL_OF_10, None, Duration::ZERO, 30);
+    let before = l.limit();
+    let bigger = Backend {
+        capacity: 20.0,
+        ..POOL_OF_10
+    };
+    let trace = drive(&mut l, bigger, None, Duration::from_secs(30), 10);
+    let after = *trace.last().unwrap();
+    assert!(after >= 20 && after > before, "{before} -> {trace:?}");
+}
+
+#[test]
+fn the_limit_follows_a_backend_that_shrinks() {
+    let mut l = LearnedLimit::new(LimitSettings::default());
+    drive(&mut l, POOL_OF_10, None, Duration::ZERO, 30);
+    let smaller = Backend {
+        capacity: 5.0,
+        ..POOL_OF_10
+    };
+    let trace = drive(&mut l, smaller, None, Duration::from_secs(30), 10);
+    let after = *trace.last().unwrap();
+    assert!((5..=10).contains(&after), "{trace:?}");
+}
+
+#[test]
+fn a_slower_backend_is_relearned_not_starved() {
+    // The service time doubles: the same 10 connections, half the throughput. The limit
+    // must stay at the knee (10 in flight), not shrink as if it were queueing.
+    let mut l = LearnedLimit::new(LimitSettings::default());
+    drive(&mut l, POOL_OF_10, None, Duration::ZERO, 30);
+    let slow = Backend {
+        service_ms: 100.0,
+        ..POOL_OF_10
+    };
+    let trace = drive(&mut l, slow, None, Duration::from_secs(30), 30);
+    let settled = mean(&trace[100..]);
+    assert!(settled >= 10.0, "{trace:?}");
+    let lowest = *trace.iter().min().unwrap();
+    assert!(lowest >= 5, "dipped to {lowest}: {trace:?}");
+    assert!(
+        l.baseline().unwrap() >= Duration::from_millis(90),
+        "{:?}",
+        l.baseline()
+    );
+}
+
+#[test]
+fn windows_without_enough_samples_or_demand_move_nothing() {
+    let mut l = LearnedLimit::new(LimitSettings::default());
+    drive(&mut l, POOL_OF_10, None, Duration::ZERO, 10);
+    let before = l.limit();
+    // Two requests a second: a window never gathers 20 samples; each is dropped after 5 s.
+    let trickle = Backend {
+        capacity: 10.0,
+        service_ms: 500.0,
+    };
+    let trace = drive(&mut l, trickle, Some(1.0), Duration::from_secs(10), 60);
+    assert!(trace.iter().all(|&x| x == before), "{trace:?}");
+    // Plenty of samples but demand under the limit: nothing to learn about the knee.
+    let trace = drive(&mut l, POOL_OF_10, Some(3.0), Duration::from_secs(70), 30);
+    assert!(trace.iter().all(|&x| x == before), "{trace:?}");
+}
+
+#[test]
+fn the_limit_stays_within_its_bounds() {
+    let settings = LimitSettings {
+        initial: 4.0,
+        min: 3.0,
+        max: 12.0,
+        ..LimitSettings::default()
+    };
+    let mut l = LearnedLimit::new(settings);
+    let huge = Backend {
+        capacity: 1000.0,
+        service_ms: 10.0,
+    };
+    let trace = drive(&mut l, huge, None, Duration::ZERO, 20);
+    assert!(trace.iter().all(|&x| (3..=12).contains(&x)), "{trace:?}");
+    let tiny = Backend {
+        capacity: 1.0,
+        service_ms: 10.0,
+    };
+    let trace = drive(&mut l, tiny, None, Duration::from_secs(20), 20);
+    assert!(trace.iter().all(|&x| (2..=12).contains(&x)), "{trace:?}");
+}
+
+fn fixed_pool(limit: u64) -> Pool {
+    let pool = Pool::new(
+        3,
+        PoolSettings {
+            adaptive: false,
+            max_wait: Some(Duration::from_millis(100)),
+            ..PoolSettings::default()
+        },
+    );
+    pool.set_static_cap(Some(limit));
+    pool
+}
+
+#[test]
+fn the_pool_never_passes_its_limit_across_threads() {
+    let pool = std::sync::Arc::new(fixed_pool(7));
+    let over = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let (pool, over) = (&pool, &over);
+            s.spawn(move || {
+                for _ in 0..20_000 {
+                    if pool.try_acquire(t % 3) {
+                        if pool.in_flight() > 7 {
+                            over.store(true, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        pool.release(t % 3);
+                    }
+                }
+            });
+        }
+    });
+    assert!(!over.into_inner());
+    assert_eq!(pool.in_flight(), 0);
+}
+
+#[test]
+fn a_full_queue_turns_the_newest_lowest_away_first() {
+    let pool = fixed_pool(1);
+    assert!(pool.try_acquire(0));
+    // With the service time unknown, nobody is estimated late: everyone waits.
+    let low = pool
+        .enqueue(0, Duration::ZERO, Duration::from_millis(100))
+        .unwrap();
+    // Teach the pool a 100 ms service time: one slot, so each waiter ahead costs 100 ms.
+    for _ in 0..50 {
+        pool.record(100_000);
+    }
+    pool.tick(Duration::from_secs(1));
+    // A high-priority newcomer with a 150 ms deadline fits (nothing ahead of it)...
+    let high = pool.enqueue(2, Duration::from_secs(1), Duration::from_millis(150));
+    assert!(high.is_ok());
+    // ...and makes the low waiter late: it is turned away at once, not at its deadline.
+    assert!(matches!(*low.lock(), super::CellState::Evicted));
+    // A second high one cannot be served within 150 ms behind the first: refused at once.
+    assert!(
+        pool.enqueue(2, Duration::from_secs(1), Duration::from_millis(150))
+            .is_err()
+    );
+    let state = pool.state(&[0, 10, 100]);
+    assert_eq!(state.levels[2].waiting, 1);
+    assert_eq!(state.levels[0].waiting, 0);
+    assert_eq!(state.levels[0].timed_out_total, 1);
+}
