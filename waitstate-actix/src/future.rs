@@ -9,7 +9,7 @@ use actix_web::body::BoxBody;
 use actix_web::dev::ServiceResponse;
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use pin_project_lite::pin_project;
-use waitstate_core::{Permit, Reason};
+use waitstate_core::{Permit, Reason, Rejection, WaitForSlot};
 
 use crate::body::ResponseBody;
 use crate::classify::Classify;
@@ -25,9 +25,17 @@ pin_project! {
     }
 }
 
+/// What a waiting request becomes once its wait ends: the app's future, or the rejection.
+type Resume<F, C> = Box<dyn FnOnce(Result<Permit, Rejection>) -> ResponseFuture<F, C>>;
+
 pin_project! {
     #[project = KindProj]
     enum Kind<F, C> {
+        Waiting {
+            #[pin]
+            wait: WaitForSlot,
+            resume: Option<Resume<F, C>>,
+        },
         Allowed {
             #[pin]
             future: F,
@@ -62,6 +70,15 @@ impl<F, C> ResponseFuture<F, C> {
         }
     }
 
+    pub(crate) fn waiting(wait: WaitForSlot, resume: Resume<F, C>) -> Self {
+        Self {
+            kind: Kind::Waiting {
+                wait,
+                resume: Some(resume),
+            },
+        }
+    }
+
     pub(crate) fn exempt(future: F) -> Self {
         Self {
             kind: Kind::Exempt { future },
@@ -80,6 +97,7 @@ impl<F, C> ResponseFuture<F, C> {
 impl<F, C> std::fmt::Debug for ResponseFuture<F, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let state = match &self.kind {
+            Kind::Waiting { .. } => "waiting",
             Kind::Allowed { .. } => "allowed",
             Kind::Exempt { .. } => "exempt",
             Kind::Rejected { .. } => "rejected",
@@ -97,8 +115,19 @@ where
 {
     type Output = Result<ServiceResponse<ResponseBody<B>>, Error>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let KindProj::Waiting { wait, resume } = self.as_mut().project().kind.project() {
+            let outcome = ready!(wait.poll(cx));
+            let Some(resume) = resume.take() else {
+                return Poll::Ready(Err(actix_web::error::ErrorInternalServerError(
+                    "waitstate: polled after completion",
+                )));
+            };
+            let next = resume(outcome);
+            self.set(next);
+        }
         match self.project().kind.project() {
+            KindProj::Waiting { .. } => Poll::Pending,
             KindProj::Allowed {
                 future,
                 permit,

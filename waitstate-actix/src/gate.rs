@@ -92,11 +92,11 @@ impl<T, R, C> Gate<T, R, C> {
 
 impl<S, B, T, R, C> Transform<S, ServiceRequest> for Gate<T, R, C>
 where
-    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
     B: MessageBody,
-    T: Tagger + Clone,
-    R: MakeRejection + Clone,
-    C: Classify + Clone,
+    T: Tagger + Clone + 'static,
+    R: MakeRejection + Clone + 'static,
+    C: Classify + Clone + 'static,
 {
     type Response = ServiceResponse<ResponseBody<B>>;
     type Error = Error;

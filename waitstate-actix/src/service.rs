@@ -2,12 +2,12 @@ use std::fmt;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use actix_web::body::MessageBody;
+use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
 use actix_web::{Error, HttpMessage};
-use waitstate_core::WaitState;
 use waitstate_core::adapter::{self, GateConfig, Verdict};
 use waitstate_core::tagger::Tagger;
+use waitstate_core::{Rejection, WaitState};
 
 use crate::body::ResponseBody;
 use crate::classify::Classify;
@@ -19,13 +19,18 @@ use crate::view::{ActixView, is_grpc};
 ///
 /// See the [crate docs](crate) for what it does with each request, and an example.
 pub struct GateMiddleware<S, T, R, C> {
-    service: S,
+    // Shared with the futures of requests that wait for a slot: they call it when their
+    // turn comes.
+    service: Rc<S>,
     shared: Rc<GateConfig<T, R, C>>,
 }
 
 impl<S, T, R, C> GateMiddleware<S, T, R, C> {
     pub(crate) fn new(service: S, shared: Rc<GateConfig<T, R, C>>) -> Self {
-        Self { service, shared }
+        Self {
+            service: Rc::new(service),
+            shared,
+        }
     }
 
     /// The engine.
@@ -38,8 +43,9 @@ impl<S, T, R, C> GateMiddleware<S, T, R, C> {
         &self.service
     }
 
-    /// The wrapped service, without the gate.
-    pub fn into_inner(self) -> S {
+    /// The wrapped service, without the gate (shared with any request still waiting for a
+    /// slot).
+    pub fn into_inner(self) -> Rc<S> {
         self.service
     }
 }
@@ -54,11 +60,11 @@ impl<S, T, R, C> fmt::Debug for GateMiddleware<S, T, R, C> {
 
 impl<S, B, T, R, C> Service<ServiceRequest> for GateMiddleware<S, T, R, C>
 where
-    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
     B: MessageBody,
-    T: Tagger,
-    R: MakeRejection,
-    C: Classify + Clone,
+    T: Tagger + 'static,
+    R: MakeRejection + 'static,
+    C: Classify + Clone + 'static,
 {
     type Response = ServiceResponse<ResponseBody<B>>;
     type Error = Error;
@@ -86,17 +92,53 @@ where
                     dry,
                 )
             }
+            Verdict::Waiting { wait, weight } => {
+                // The slow path: hold the request until a slot is handed over (or its
+                // deadline passes), then call the app.
+                let service = self.service.clone();
+                let shared = self.shared.clone();
+                ResponseFuture::waiting(
+                    wait,
+                    Box::new(move |outcome| match outcome {
+                        Ok(permit) => {
+                            let admission = adapter::admission_for(&permit, weight);
+                            let dry = shared.dry_run_mark(&admission);
+                            if shared.admission_extension {
+                                req.extensions_mut().insert(admission);
+                            }
+                            ResponseFuture::allowed(
+                                service.call(req),
+                                permit,
+                                shared.classifier.clone(),
+                                dry,
+                            )
+                        }
+                        Err(rejection) => {
+                            ResponseFuture::rejected(render(&shared.rejection, rejection, req))
+                        }
+                    }),
+                )
+            }
             Verdict::Rejected(rejection) => {
-                let ctx = RejectionContext {
-                    rejection: &rejection,
-                    grpc: is_grpc(&req),
-                    request: req.request(),
-                };
-                let mut res = shared.rejection.make_rejection(&ctx);
-                res.extensions_mut().insert(rejection);
-                let (request, _payload) = req.into_parts();
-                ResponseFuture::rejected(ServiceResponse::new(request, res))
+                ResponseFuture::rejected(render(&shared.rejection, rejection, req))
             }
         }
     }
+}
+
+/// The builder's response, with the machine-readable rejection in its extensions.
+fn render<R: MakeRejection>(
+    make: &R,
+    rejection: Rejection,
+    req: ServiceRequest,
+) -> ServiceResponse<BoxBody> {
+    let ctx = RejectionContext {
+        rejection: &rejection,
+        grpc: is_grpc(&req),
+        request: req.request(),
+    };
+    let mut res = make.make_rejection(&ctx);
+    res.extensions_mut().insert(rejection);
+    let (request, _payload) = req.into_parts();
+    ServiceResponse::new(request, res)
 }

@@ -586,3 +586,99 @@ async fn the_wrapped_service_is_reachable() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::NO_CONTENT, "ungated");
 }
+
+// ---- waiting for a slot: the adaptive pool full ----
+
+#[actix_web::test]
+async fn a_request_waits_for_a_slot_highest_priority_first_and_leaks_nothing() {
+    tokio::time::pause();
+    let ws = ws();
+    set(&ws, |p| p.concurrency_limit = Some(1));
+    let (go, _) = tokio::sync::broadcast::channel::<()>(16);
+    let tx = go.clone();
+    let app = Rc::new(
+        test::init_service(
+            App::new()
+                .wrap(Gate::new(ws.clone(), tagger()))
+                .default_service(web::to(move |req: HttpRequest| {
+                    let mut go = tx.subscribe();
+                    async move {
+                        let _ = go.recv().await;
+                        echo_tag(req).await
+                    }
+                })),
+        )
+        .await,
+    );
+    let call = |tag: &str| {
+        let app = app.clone();
+        let r = req(tag).to_request();
+        actix_web::rt::spawn(async move { app.call(r).await })
+    };
+    let first = call("free");
+    tokio::task::yield_now().await;
+    let pro = call("pro");
+    let ent = call("enterprise");
+    tokio::task::yield_now().await;
+    assert_eq!(
+        ws.admission().levels.iter().map(|l| l.waiting).sum::<u64>(),
+        2
+    );
+    // A third waiter gives up: its future is dropped in the queue.
+    let mut leaver = Box::pin(app.call(req("pro").to_request()));
+    assert!(poll_fn(|cx| Poll::Ready(leaver.as_mut().poll(cx).is_pending())).await);
+    drop(leaver);
+    assert_eq!(
+        ws.admission().levels.iter().map(|l| l.waiting).sum::<u64>(),
+        2
+    );
+    // The slot frees: enterprise goes next though it came after pro.
+    go.send(()).unwrap();
+    let res = first.await.unwrap().unwrap();
+    assert_eq!(test::read_body(res).await, "free");
+    tokio::task::yield_now().await;
+    go.send(()).unwrap();
+    let res = ent.await.unwrap().unwrap();
+    assert_eq!(test::read_body(res).await, "enterprise");
+    tokio::task::yield_now().await;
+    go.send(()).unwrap();
+    let res = pro.await.unwrap().unwrap();
+    assert_eq!(test::read_body(res).await, "pro");
+    assert_eq!(ws.in_flight(), 0);
+    assert_eq!(ws.admission().in_flight, 0);
+}
+
+#[actix_web::test]
+async fn a_wait_past_its_deadline_is_a_429() {
+    tokio::time::pause();
+    let ws = ws();
+    set(&ws, |p| p.concurrency_limit = Some(1));
+    let app = Rc::new(
+        test::init_service(
+            App::new()
+                .wrap(Gate::new(ws.clone(), tagger()))
+                .default_service(web::to(|| async {
+                    std::future::pending::<()>().await;
+                    HttpResponse::Ok().finish()
+                })),
+        )
+        .await,
+    );
+    let held = {
+        let app = app.clone();
+        actix_web::rt::spawn(async move { app.call(req("pro").to_request()).await })
+    };
+    tokio::task::yield_now().await;
+    let res = app.call(req("free").to_request()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    let rejection = res
+        .response()
+        .extensions()
+        .get::<Rejection>()
+        .cloned()
+        .unwrap();
+    assert_eq!(rejection.reason(), Reason::ConcurrencyLimited);
+    held.abort();
+    let _ = held.await;
+    assert_eq!(ws.admission().in_flight, 0);
+}

@@ -78,14 +78,14 @@ pub fn render(r: &Rejection, grpc: bool, kill_signal_status: u16) -> Rendered {
 }
 
 #[cfg(feature = "runtime")]
-pub use self::gate_step::{GateConfig, Verdict, gate};
+pub use self::gate_step::{GateConfig, Verdict, admission_for, gate};
 
 #[cfg(feature = "runtime")]
 mod gate_step {
     use std::fmt;
 
     use crate::decision::{Reason, Rejection};
-    use crate::runtime::{Permit, WaitState};
+    use crate::runtime::{Entry, Permit, WaitForSlot, WaitState};
     use crate::tagger::{Admission, RequestView, Tagger};
 
     /// What an adapter's layer holds and its service reads on every request: the engine,
@@ -180,8 +180,23 @@ mod gate_step {
             /// Tag, weight and dry-run verdict, for handlers.
             admission: Admission,
         },
+        /// The pool is full: the request waits for a slot (see [`crate::admission`]). Await
+        /// `wait`, then go on as [`Verdict::Admitted`] with [`admission_for`] or answer the
+        /// rejection. Only this case costs an allocation.
+        Waiting {
+            /// Resolves to the permit, or to a `concurrency_limited` rejection by the
+            /// request's deadline.
+            wait: WaitForSlot,
+            /// The request's weight, for its [`Admission`].
+            weight: f64,
+        },
         /// Turned away.
         Rejected(Rejection),
+    }
+
+    /// The [`Admission`] of a request admitted with `permit` (after waiting).
+    pub fn admission_for(permit: &Permit, weight: f64) -> Admission {
+        Admission::new(permit.tag(), weight, permit.would_reject())
     }
 
     /// The gate step every adapter runs in `call`: tag the request, skip it if exempt, else
@@ -191,12 +206,16 @@ mod gate_step {
         if tagging.exempt {
             return Verdict::Exempt;
         }
-        match ws.admit_demand(&tagging.demand()) {
-            Ok(permit) => {
-                let admission = Admission::new(permit.tag(), tagging.weight, permit.would_reject());
+        match ws.enter(&tagging.demand()) {
+            Entry::Admitted(permit) => {
+                let admission = admission_for(&permit, tagging.weight);
                 Verdict::Admitted { permit, admission }
             }
-            Err(rejection) => Verdict::Rejected(rejection),
+            Entry::Waiting(wait) => Verdict::Waiting {
+                wait,
+                weight: tagging.weight,
+            },
+            Entry::Rejected(rejection) => Verdict::Rejected(rejection),
         }
     }
 }

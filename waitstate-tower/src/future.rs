@@ -5,9 +5,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
-use http::{HeaderValue, Response};
+use http::{HeaderValue, Request, Response};
 use pin_project_lite::pin_project;
-use waitstate_core::{Permit, Reason};
+use tower_service::Service;
+use waitstate_core::{Permit, Reason, Rejection, WaitForSlot};
 
 use crate::body::{Guard, ResponseBody};
 use crate::classify::{Classify, Outcome};
@@ -16,16 +17,35 @@ pub use waitstate_core::adapter::DRY_RUN_HEADER;
 
 pin_project! {
     /// Response future of [`GateService`](crate::GateService). Dropping it before it is
-    /// ready releases the request's in-flight slot.
-    pub struct ResponseFuture<F, C> {
+    /// ready releases the request's in-flight slot, or its place in the queue.
+    ///
+    /// `S` and `B` are the inner service and the request body: a request that waits for a
+    /// slot is held here, with a ready clone of the inner service, until its turn.
+    pub struct ResponseFuture<F, C, S, B> {
         #[pin]
-        kind: Kind<F, C>,
+        kind: Kind<F, C, S, B>,
     }
+}
+
+/// What a waiting request needs to go on once it has a slot.
+struct Resume<S, B, C> {
+    inner: S,
+    request: Request<B>,
+    weight: f64,
+    classifier: C,
+    admission_extension: bool,
+    dry_run_header: bool,
 }
 
 pin_project! {
     #[project = KindProj]
-    enum Kind<F, C> {
+    enum Kind<F, C, S, B> {
+        Waiting {
+            #[pin]
+            wait: WaitForSlot,
+            resume: Option<Resume<S, B, C>>,
+            rejection: Option<Box<dyn FnOnce(Rejection) -> Response<Bytes> + Send>>,
+        },
         Allowed {
             #[pin]
             future: F,
@@ -43,7 +63,7 @@ pin_project! {
     }
 }
 
-impl<F, C> ResponseFuture<F, C> {
+impl<F, C, S, B> ResponseFuture<F, C, S, B> {
     pub(crate) fn allowed(
         future: F,
         permit: Permit,
@@ -56,6 +76,33 @@ impl<F, C> ResponseFuture<F, C> {
                 permit: Some(permit),
                 classifier: Some(classifier),
                 dry_run,
+            },
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn waiting(
+        wait: WaitForSlot,
+        inner: S,
+        request: Request<B>,
+        weight: f64,
+        classifier: C,
+        admission_extension: bool,
+        dry_run_header: bool,
+        rejection: Box<dyn FnOnce(Rejection) -> Response<Bytes> + Send>,
+    ) -> Self {
+        Self {
+            kind: Kind::Waiting {
+                wait,
+                resume: Some(Resume {
+                    inner,
+                    request,
+                    weight,
+                    classifier,
+                    admission_extension,
+                    dry_run_header,
+                }),
+                rejection: Some(rejection),
             },
         }
     }
@@ -75,9 +122,10 @@ impl<F, C> ResponseFuture<F, C> {
     }
 }
 
-impl<F, C> std::fmt::Debug for ResponseFuture<F, C> {
+impl<F, C, S, B> std::fmt::Debug for ResponseFuture<F, C, S, B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let state = match &self.kind {
+            Kind::Waiting { .. } => "waiting",
             Kind::Allowed { .. } => "allowed",
             Kind::Exempt { .. } => "exempt",
             Kind::Rejected { .. } => "rejected",
@@ -88,16 +136,57 @@ impl<F, C> std::fmt::Debug for ResponseFuture<F, C> {
     }
 }
 
-impl<F, C, B, E> Future for ResponseFuture<F, C>
+impl<F, C, S, ReqBody, B, E> Future for ResponseFuture<F, C, S, ReqBody>
 where
+    S: Service<Request<ReqBody>, Future = F>,
     F: Future<Output = Result<Response<B>, E>>,
     C: Classify,
     B: http_body::Body<Data = Bytes>,
 {
     type Output = Result<Response<ResponseBody<B, C>>, E>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let KindProj::Waiting {
+            wait,
+            resume,
+            rejection,
+        } = self.as_mut().project().kind.project()
+        {
+            let outcome = ready!(wait.poll(cx));
+            let (Some(resume), Some(rejection)) = (resume.take(), rejection.take()) else {
+                // Polled again after completion: answer without touching any counter.
+                return Poll::Ready(Ok(Response::new(ResponseBody::full(Bytes::new()))));
+            };
+            let next = match outcome {
+                Err(r) => Kind::Rejected {
+                    response: Some(rejection(r)),
+                },
+                Ok(permit) => {
+                    let Resume {
+                        mut inner,
+                        mut request,
+                        weight,
+                        classifier,
+                        admission_extension,
+                        dry_run_header,
+                    } = resume;
+                    let admission = waitstate_core::adapter::admission_for(&permit, weight);
+                    let dry_run = admission.would_reject.filter(|_| dry_run_header);
+                    if admission_extension {
+                        request.extensions_mut().insert(admission);
+                    }
+                    Kind::Allowed {
+                        future: inner.call(request),
+                        permit: Some(permit),
+                        classifier: Some(classifier),
+                        dry_run,
+                    }
+                }
+            };
+            self.as_mut().project().kind.set(next);
+        }
         match self.project().kind.project() {
+            KindProj::Waiting { .. } => Poll::Pending,
             KindProj::Allowed {
                 future,
                 permit,

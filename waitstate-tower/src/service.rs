@@ -5,9 +5,9 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::{Request, Response};
 use tower_service::Service;
-use waitstate_core::WaitState;
 use waitstate_core::adapter::{self, GateConfig, Verdict};
 use waitstate_core::tagger::Tagger;
+use waitstate_core::{Rejection, WaitState};
 
 use crate::body::ResponseBody;
 use crate::classify::Classify;
@@ -70,15 +70,15 @@ impl<S: fmt::Debug, T, R, C> fmt::Debug for GateService<S, T, R, C> {
 
 impl<S, T, R, C, ReqBody, ResBody> Service<Request<ReqBody>> for GateService<S, T, R, C>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
     T: Tagger,
-    R: MakeRejection,
+    R: MakeRejection + Clone + Send + 'static,
     C: Classify + Clone,
     ResBody: http_body::Body<Data = Bytes>,
 {
     type Response = Response<ResponseBody<ResBody, C>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future, C>;
+    type Future = ResponseFuture<S::Future, C, S, ReqBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // Never park a request here: the decision is made in `call`.
@@ -101,12 +101,36 @@ where
                     dry,
                 )
             }
+            Verdict::Waiting { wait, weight } => {
+                // The slow path: the request waits for a slot, then calls the inner service
+                // that was made ready for it (a clone takes its place here, as tower's docs
+                // advise for services called later).
+                let clone = self.inner.clone();
+                let inner = std::mem::replace(&mut self.inner, clone);
+                let grpc = is_grpc(&req);
+                let make = shared.rejection.clone();
+                ResponseFuture::waiting(
+                    wait,
+                    inner,
+                    req,
+                    weight,
+                    shared.classifier.clone(),
+                    shared.admission_extension,
+                    shared.dry_run_header,
+                    Box::new(move |rejection| render(&make, rejection, grpc)),
+                )
+            }
             Verdict::Rejected(rejection) => {
-                let ctx = RejectionContext::new(&rejection, is_grpc(&req));
-                let mut res = shared.rejection.make_rejection(&ctx);
-                res.extensions_mut().insert(rejection);
-                ResponseFuture::rejected(res)
+                ResponseFuture::rejected(render(&shared.rejection, rejection, is_grpc(&req)))
             }
         }
     }
+}
+
+/// The builder's response, with the machine-readable rejection in its extensions.
+fn render<R: MakeRejection>(make: &R, rejection: Rejection, grpc: bool) -> Response<Bytes> {
+    let ctx = RejectionContext::new(&rejection, grpc);
+    let mut res = make.make_rejection(&ctx);
+    res.extensions_mut().insert(rejection);
+    res
 }

@@ -171,7 +171,7 @@ fn streaming(
     mpsc::Sender<Frame<Bytes>>,
 ) {
     let (tx, rx) = mpsc::channel(4);
-    let rx = std::sync::Mutex::new(Some(rx));
+    let rx = Arc::new(std::sync::Mutex::new(Some(rx)));
     let svc = GateLayer::new(ws.clone(), HeaderTagger::new()).layer(service_fn(
         move |_req: Request<Body>| {
             let rx = rx.lock().unwrap().take().expect("one request");
@@ -586,4 +586,127 @@ async fn the_inner_service_is_reachable() {
     assert_eq!(svc.get_ref(), "inner");
     svc.get_mut().push('!');
     assert_eq!(svc.into_inner(), "inner!");
+}
+
+// ---- waiting for a slot: the adaptive pool full ----
+
+/// A service whose requests each wait for a go from the test, so slots stay held.
+fn held_app(
+    ws: WaitState,
+) -> (
+    impl Service<
+        Request<Body>,
+        Response = Response<impl http_body::Body<Data = Bytes, Error = Infallible>>,
+        Error = Infallible,
+        Future = impl std::future::Future + Send,
+    > + Clone
+    + Send,
+    tokio::sync::broadcast::Sender<()>,
+) {
+    let (go, _) = tokio::sync::broadcast::channel::<()>(16);
+    let tx = go.clone();
+    let svc =
+        GateLayer::new(ws, HeaderTagger::new()).layer(service_fn(move |req: Request<Body>| {
+            let mut go = tx.subscribe();
+            let tag = req
+                .extensions()
+                .get::<Admission>()
+                .map(|a| a.tag.as_str().to_owned())
+                .unwrap_or_default();
+            async move {
+                let _ = go.recv().await;
+                Ok::<_, Infallible>(Response::new(Body::from(tag)))
+            }
+        }));
+    (svc, go)
+}
+
+fn one_slot() -> WaitState {
+    let ws = ws();
+    set(&ws, |p| p.concurrency_limit = Some(1));
+    ws
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_waits_for_a_slot_and_the_highest_priority_goes_first() {
+    let ws = one_slot();
+    let (svc, go) = held_app(ws.clone());
+    let first = tokio::spawn(svc.clone().oneshot(req("free")));
+    tokio::task::yield_now().await;
+    assert_eq!(ws.in_flight(), 1);
+    // The pool is full: pro and enterprise wait (free came first, but ranks last).
+    let pro = tokio::spawn(svc.clone().oneshot(req("pro")));
+    let ent = tokio::spawn(svc.clone().oneshot(req("enterprise")));
+    tokio::task::yield_now().await;
+    let waiting: u64 = ws.admission().levels.iter().map(|l| l.waiting).sum();
+    assert_eq!(waiting, 2);
+    // The slot frees: enterprise, then pro, each admitted with its own tag.
+    go.send(()).unwrap();
+    let res = first.await.unwrap().unwrap();
+    assert_eq!(body_string(res.into_body()).await, "free");
+    tokio::task::yield_now().await;
+    assert_eq!(ws.counters("enterprise").unwrap().admitted, 1);
+    assert_eq!(ws.counters("pro").unwrap().admitted, 0);
+    go.send(()).unwrap();
+    let res = ent.await.unwrap().unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(body_string(res.into_body()).await, "enterprise");
+    tokio::task::yield_now().await;
+    go.send(()).unwrap();
+    let res = pro.await.unwrap().unwrap();
+    assert_eq!(body_string(res.into_body()).await, "pro");
+    assert_eq!(ws.in_flight(), 0);
+    assert_eq!(ws.admission().in_flight, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wait_past_its_deadline_is_a_429_and_leaks_nothing() {
+    let ws = one_slot();
+    let (svc, go) = held_app(ws.clone());
+    let first = tokio::spawn(svc.clone().oneshot(req("pro")));
+    tokio::task::yield_now().await;
+    let started = tokio::time::Instant::now();
+    let res = svc.clone().oneshot(req("free")).await.unwrap();
+    // Turned away by its deadline (the level's maximum wait), not before.
+    assert!(started.elapsed() >= ws.admission().max_wait);
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    let rejection = res.extensions().get::<Rejection>().unwrap();
+    assert_eq!(rejection.reason(), Reason::ConcurrencyLimited);
+    assert_eq!(
+        ws.counters("free")
+            .unwrap()
+            .rejected_for(Reason::ConcurrencyLimited),
+        1
+    );
+    go.send(()).unwrap();
+    first.await.unwrap().unwrap();
+    assert_eq!(ws.admission().in_flight, 0);
+    assert_eq!(
+        ws.admission().levels.iter().map(|l| l.waiting).sum::<u64>(),
+        0
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiting_future_dropped_leaves_the_queue() {
+    let ws = one_slot();
+    let (svc, go) = held_app(ws.clone());
+    let first = tokio::spawn(svc.clone().oneshot(req("pro")));
+    tokio::task::yield_now().await;
+    let mut waiting = Box::pin(svc.clone().oneshot(req("enterprise")));
+    assert!(futures_poll_once(waiting.as_mut()).await.is_none());
+    assert_eq!(
+        ws.admission().levels.iter().map(|l| l.waiting).sum::<u64>(),
+        1
+    );
+    drop(waiting);
+    assert_eq!(
+        ws.admission().levels.iter().map(|l| l.waiting).sum::<u64>(),
+        0
+    );
+    // The freed slot is not handed to the request that left: the pool is empty after.
+    go.send(()).unwrap();
+    first.await.unwrap().unwrap();
+    assert_eq!(ws.admission().in_flight, 0);
+    assert_eq!(ws.counters("enterprise").unwrap().admitted, 0);
 }
