@@ -11,9 +11,11 @@
 //! and mixes three tiers: enterprise 40/s, pro 48/s, free 72/s, 80% of capacity. A third of
 //! the way in, free quadruples for 14/30 of the run (188% of capacity), then calms down.
 //!
-//! With the gate, WaitState's `shed` rules turn away the lowest priority first: free is shed,
-//! enterprise and pro keep their latency. With `--no-gate`, every tier queues behind the
-//! surge and every tier's latency collapses together.
+//! With the gate, WaitState's adaptive admission (no capacity number configured: it learns
+//! the limit from the backend's service time) keeps the backend busy with the most
+//! important work: free is turned away first, enterprise and pro keep their latency, and
+//! the pool stays busy. With `--no-gate`, every tier queues behind the surge and every
+//! tier's latency collapses together.
 //!
 //! Options: `--duration SECS` (default 30), `--summary-json PATH` (per tier: offered,
 //! admitted, shed, errors, p95_ms, p99_ms, and the backend's capacity), `--no-gate`.
@@ -55,14 +57,11 @@ enterprise = 100
 pro = 50
 free = 10
 
-# In flight is the leading signal: it grows the moment requests queue for the pool.
+# No capacity number: adaptive admission learns how many requests the backend can hold
+# and, when it is full, serves enterprise first, then pro, then free, each waiting at most a
+# few service times. The rule is a backstop for a backend that slows down by itself.
 [[rules]]
-rule = "when in_flight > 14 then shed"
-cooldown = "3s"
-
-# Latency is the backstop: it is known only when a request ends.
-[[rules]]
-rule = "when p95_latency > 150ms for 1s then shed"
+rule = "when p95_latency > 500ms for 2s then shed"
 cooldown = "3s"
 "#;
 
@@ -77,6 +76,8 @@ fn capacity_rps() -> f64 {
 struct Backend {
     pool: Arc<Semaphore>,
     seed: Arc<AtomicU64>,
+    /// Microseconds the pool's connections were held, in all (utilisation = busy / time).
+    busy_us: Arc<AtomicU64>,
 }
 
 impl Backend {
@@ -84,6 +85,7 @@ impl Backend {
         Self {
             pool: Arc::new(Semaphore::new(POOL)),
             seed: Arc::new(AtomicU64::new(0x2545_F491_4F6C_DD1D)),
+            busy_us: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -98,7 +100,11 @@ impl Backend {
 async fn handler(State(backend): State<Backend>) -> (StatusCode, &'static str) {
     match timeout(POOL_TIMEOUT, backend.pool.acquire()).await {
         Ok(Ok(_connection)) => {
-            sleep(backend.service_time()).await;
+            let service = backend.service_time();
+            sleep(service).await;
+            backend
+                .busy_us
+                .fetch_add(service.as_micros() as u64, Relaxed);
             (StatusCode::OK, "ok\n")
         }
         _ => (StatusCode::SERVICE_UNAVAILABLE, "pool timeout\n"),
@@ -106,10 +112,8 @@ async fn handler(State(backend): State<Backend>) -> (StatusCode, &'static str) {
 }
 
 /// The app: the backend's route, gated when `ws` is given.
-fn app(ws: Option<WaitState>) -> Router {
-    let router = Router::new()
-        .route("/", get(handler))
-        .with_state(Backend::new());
+fn app(ws: Option<WaitState>, backend: Backend) -> Router {
+    let router = Router::new().route("/", get(handler)).with_state(backend);
     match ws {
         Some(ws) => router.layer(GateLayer::new(ws, HeaderTagger::new())),
         None => router,
@@ -207,7 +211,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let server = tokio::spawn(axum::serve(listener, app(ws.clone())).into_future());
+    let backend = Backend::new();
+    let busy = backend.busy_us.clone();
+    let server = tokio::spawn(axum::serve(listener, app(ws.clone(), backend)).into_future());
 
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(10))
@@ -230,11 +236,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         if args.gate { "ON" } else { "OFF (--no-gate)" }
     );
     println!(
-        "{:>4} | {:^28} | {:^28} | {:^28} | rules",
+        "{:>4} | {:^28} | {:^28} | {:^28} | backend  | admission, rules",
         "", "enterprise", "pro", "free"
     );
     println!(
-        "{:>4} | {:^28} | {:^28} | {:^28} |",
+        "{:>4} | {:^28} | {:^28} | {:^28} |   busy   |",
         "t(s)",
         "offer  ok  shed err   p95",
         "offer  ok  shed err   p95",
@@ -252,6 +258,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut surge_start: Option<Vec<Histogram>> = None;
     let mut surge_end: Option<Vec<Histogram>> = None;
     let mut second = 0;
+    let mut prev_busy = 0u64;
+    let mut busy_at_surge: Option<(u64, Instant)> = None;
+    let mut busy_after_surge: Option<(u64, Instant)> = None;
 
     loop {
         let now = ticker.tick().await;
@@ -263,10 +272,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         last = now;
         let surge = elapsed >= surge_from && elapsed < surge_to;
         if surge && surge_start.is_none() {
+            busy_at_surge = Some((busy.load(Relaxed), now));
             surge_start = Some(stats.iter().map(TierStats::histogram).collect());
             calm_end = surge_start.clone();
         }
         if !surge && surge_start.is_some() && surge_end.is_none() {
+            busy_after_surge = Some((busy.load(Relaxed), now));
             surge_end = Some(stats.iter().map(TierStats::histogram).collect());
         }
         for (i, (tag, rps)) in TIERS.iter().enumerate() {
@@ -341,15 +352,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     fmt_ms(ms(&h, 0.95))
                 ));
             }
+            let busy_now = busy.load(Relaxed);
+            let util = (busy_now - prev_busy) as f64 / (POOL as f64 * 1e6);
+            prev_busy = busy_now;
+            line.push_str(&format!(" {:>6.0}%  |", 100.0 * util));
             if let Some(ws) = &ws {
+                let a = ws.admission();
+                let waiting: u64 = a.levels.iter().map(|l| l.waiting).sum();
+                line.push_str(&format!(" limit {:>3}, waiting {waiting:>3}", a.limit));
                 let active: Vec<String> = ws
                     .rules()
                     .iter()
                     .filter(|r| r.is_active())
                     .map(|r| format!("shed {} lvl ({:?})", r.shed_level, r.phase))
                     .collect();
-                line.push(' ');
-                line.push_str(&active.join(", "));
+                if !active.is_empty() {
+                    line.push_str("; ");
+                    line.push_str(&active.join(", "));
+                }
             }
             println!("{line}");
         }
@@ -404,6 +424,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
 
+    let surge_util = match (busy_at_surge, busy_after_surge) {
+        (Some((b0, t0)), Some((b1, t1))) => {
+            (b1 - b0) as f64 / (POOL as f64 * 1e6 * (t1 - t0).as_secs_f64())
+        }
+        _ => 0.0,
+    };
+    println!(
+        "backend utilisation during the surge: {:.0}% of its {POOL} connections",
+        100.0 * surge_util
+    );
     let ent_kept = stats[0].shed.load(Relaxed) == 0
         && surge_p95[0] <= (calm_p95[0] * 1.5).max(calm_p95[0] + 50.0);
     let free_first =
@@ -436,6 +466,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "backend": {"pool": POOL, "service_ms": [SERVICE_MS.0, SERVICE_MS.1], "pool_timeout_ms": POOL_TIMEOUT.as_millis() as u64},
             "tiers": tiers,
             "enterprise_kept_latency": ent_kept,
+            "backend_utilisation_in_surge": surge_util,
             "free_shed_first": free_first,
             "verdict": verdict,
         });
