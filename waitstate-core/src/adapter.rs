@@ -3,6 +3,8 @@
 //! rejection as plain status, header fields and body ([`render`]), and the gRPC and dry-run
 //! conventions. An adapter only moves these into its framework's types.
 
+use std::time::Duration;
+
 use crate::decision::{Reason, Rejection};
 
 /// The response header that marks, in dry run, a response that would have been rejected:
@@ -75,6 +77,26 @@ pub fn render(r: &Rejection, grpc: bool, kill_signal_status: u16) -> Rendered {
         headers,
         body: r.deny_body(),
     }
+}
+
+/// A gRPC client's deadline, from its `grpc-timeout` header (`<up to 8 digits><unit>`, the
+/// unit one of `H M S m u n`); `None` when absent or malformed. A request that must wait
+/// for a slot waits no longer than its client will.
+pub fn grpc_timeout(raw: &[u8]) -> Option<Duration> {
+    let (&unit, digits) = raw.split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(match unit {
+        b'H' => Duration::from_secs(n * 3600),
+        b'M' => Duration::from_secs(n * 60),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 #[cfg(feature = "runtime")]
@@ -206,7 +228,9 @@ mod gate_step {
         if tagging.exempt {
             return Verdict::Exempt;
         }
-        match ws.enter(&tagging.demand()) {
+        let mut demand = tagging.demand();
+        demand.max_wait = req.header("grpc-timeout").and_then(super::grpc_timeout);
+        match ws.enter(&demand) {
             Entry::Admitted(permit) => {
                 let admission = admission_for(&permit, tagging.weight);
                 Verdict::Admitted { permit, admission }
@@ -223,6 +247,28 @@ mod gate_step {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_timeouts() {
+        assert_eq!(grpc_timeout(b"100m"), Some(Duration::from_millis(100)));
+        assert_eq!(grpc_timeout(b"2S"), Some(Duration::from_secs(2)));
+        assert_eq!(grpc_timeout(b"1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(
+            grpc_timeout(b"99999999n"),
+            Some(Duration::from_nanos(99_999_999))
+        );
+        for bad in [
+            &b""[..],
+            b"m",
+            b"100",
+            b"100x",
+            b"123456789S",
+            b"-1S",
+            b"1.5S",
+        ] {
+            assert_eq!(grpc_timeout(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn grpc_conventions() {

@@ -292,6 +292,11 @@ impl Pool {
         }
     }
 
+    /// The last window's median service time (zero until one is known).
+    pub(crate) fn service_time(&self) -> Duration {
+        Duration::from_micros(self.service_us.load(Relaxed))
+    }
+
     /// The expected wait of the request `ahead + 1`-th in line.
     fn estimated_wait(&self, ahead: usize) -> Duration {
         let service = match self.service_us.load(Relaxed) {

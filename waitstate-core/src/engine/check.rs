@@ -93,9 +93,14 @@ impl Engine {
                 }
                 return Admit::Admitted(grant(slot, demand.weight, would_reject));
             }
-            let wait = demand
-                .max_wait
-                .map_or(pool.max_wait(), |w| w.min(pool.max_wait()));
+            // The level's maximum wait, or less when the client's own deadline leaves less
+            // room after the service time itself (a wait it cannot afford is doomed work).
+            let wait = match demand.max_wait {
+                None => pool.max_wait(),
+                Some(client) => pool
+                    .max_wait()
+                    .min(client.saturating_sub(pool.service_time())),
+            };
             match pool.enqueue(slot.level, now, wait) {
                 Err(()) => {
                     Admit::Rejected(self.refuse(slot, Reason::ConcurrencyLimited, None, None))

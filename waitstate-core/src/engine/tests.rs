@@ -487,3 +487,31 @@ fn custom_metrics_are_validated_bounded_and_windowed() {
     e.take_custom(&mut out);
     assert!(out.is_empty(), "a take starts a new window");
 }
+
+#[test]
+fn a_client_deadline_shorter_than_the_service_time_is_not_queued() {
+    let e = fixed("[tags]\nfree = 10\n");
+    let mut p = Policy::default();
+    p.concurrency_limit = Some(1);
+    e.set_remote_policy(Some(p)).unwrap();
+    // Teach the pool a 100 ms service time.
+    for _ in 0..60 {
+        e.admit(&Demand::new("free"), T0)
+            .unwrap()
+            .finish(Duration::from_millis(100), false);
+    }
+    e.tick_admission(Duration::from_secs(1));
+    let _held = e.admit(&Demand::new("free"), T0).unwrap();
+    // 50 ms left on the client's clock: it cannot wait and be served in time.
+    let hurried = Demand::new("free").max_wait(Duration::from_millis(50));
+    assert!(matches!(
+        e.admit_or_queue(&hurried, Duration::from_secs(1)),
+        Admit::Rejected(r) if r.reason() == Reason::ConcurrencyLimited
+    ));
+    // A patient client waits in line.
+    let patient = Demand::new("free").max_wait(Duration::from_secs(2));
+    assert!(matches!(
+        e.admit_or_queue(&patient, Duration::from_secs(1)),
+        Admit::Queued(_)
+    ));
+}
