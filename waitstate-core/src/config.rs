@@ -15,8 +15,9 @@
 //! rule = "when p95_latency > 1s then shed"
 //! cooldown = "10s"
 //! [limits]                # always in force, whatever the rules say
-//! concurrency = 40        # priority-aware: lower tiers yield first
 //! rate = { free = 200 }   # free's budget, in weight units per second
+//! [admission]             # adaptive admission: on by default, every key optional
+//! max_wait = "100ms"      # the longest a request waits for a slot
 //! ```
 
 use std::collections::BTreeMap;
@@ -459,8 +460,8 @@ mod optional_duration_text {
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct Limits {
-    /// Most requests in flight, priority-aware: the top priority may fill all of them,
-    /// every lower level a third, counting its own requests and those of the levels above.
+    /// Most requests in flight, counted exactly: a cap on adaptive admission's learned limit
+    /// (for a backend whose capacity you know).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<u64>,
     /// Per tag: weight units admitted per second.

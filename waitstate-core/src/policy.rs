@@ -71,9 +71,9 @@ pub struct Policy {
     /// Per tag: a rate budget in weight units per second (GCRA; `rate_limited`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tag_rate_limits: BTreeMap<String, f64>,
-    /// Cap on requests in flight, priority-aware: the top priority may hold this many, every
-    /// lower level a third, each counting its own requests and those of the levels above (lower
-    /// priorities yield first, and never take a higher one's headroom).
+    /// Cap on requests in flight, counted exactly: it caps the admission pool's learned limit
+    /// (see [`crate::admission`]); when the pool is full the highest priority is served
+    /// first and the lowest turned away first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency_limit: Option<u64>,
     /// Tags whose priority is below this are shed (`priority_shed`).

@@ -51,7 +51,7 @@ impl<'a> Demand<'a> {
     }
 }
 
-/// Why [`Engine::report`] dropped a value.
+/// Why [`Engine::report`](super::Engine::report) dropped a value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ReportError {

@@ -111,9 +111,9 @@ pub enum Action {
         /// The admitted rate in weight units per second; finite and greater than zero.
         per_second: f64,
     },
-    /// `limit concurrency to N`: at most `max` requests in flight, priority-aware (the top
-    /// priority may hold `max`, every lower level `max / 3`, counting its own requests and
-    /// those of the levels above).
+    /// `limit concurrency to N`: at most `max` requests in flight, counted exactly: it caps
+    /// the admission pool (see [`crate::admission`]), where a full pool serves the highest
+    /// priority first.
     LimitConcurrency {
         /// The maximum number of requests in flight; at least 1.
         max: u32,
