@@ -206,7 +206,14 @@ impl fmt::Debug for TagSlot {
 }
 
 impl TagSlot {
-    pub(crate) fn new(name: &str, priority: i64, global: Arc<Global>) -> Self {
+    /// A slot for `name`, counted in its level by the admission pool.
+    pub(crate) fn create(name: &str, priority: i64, global: &Arc<Global>) -> Arc<Self> {
+        let slot = Arc::new(Self::new(name, priority, global.clone()));
+        global.pool.register(&slot);
+        slot
+    }
+
+    fn new(name: &str, priority: i64, global: Arc<Global>) -> Self {
         Self {
             name: name.into(),
             priority,

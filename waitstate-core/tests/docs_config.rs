@@ -36,7 +36,9 @@ fn the_published_configurations_parse() {
         "scenarios/waitstate.toml",
         &std::fs::read_to_string(root().join("scenarios/waitstate.toml")).unwrap(),
     );
-    assert_eq!(scenarios.limits.concurrency, Some(60));
+    // No capacity number: the scenarios run on adaptive admission.
+    assert_eq!(scenarios.limits.concurrency, None);
+    assert!(scenarios.admission.adaptive);
     for file in ["examples/axum-tiers.toml", "examples/actix-tiers.toml"] {
         parse(file, &std::fs::read_to_string(root().join(file)).unwrap());
     }

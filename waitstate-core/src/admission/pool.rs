@@ -3,13 +3,14 @@
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::Waker;
 use std::time::Duration;
 
 use super::limit::{LearnedLimit, LimitSettings, Verdict, Window};
 use super::{AdmissionState, LevelState};
 use crate::histogram::{AtomicHistogram, Histogram};
+use crate::tags::TagSlot;
 
 /// How the pool is set up (from `[admission]`).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -75,11 +76,10 @@ struct Queues {
     levels: Vec<VecDeque<Arc<WaitCell>>>,
 }
 
-/// Per level: what the snapshot reports (cumulative).
+/// Per level: what the snapshot reports (cumulative; touched on the slow path only).
 #[derive(Debug, Default)]
 #[repr(align(128))]
 struct LevelStats {
-    in_flight: AtomicU64,
     queued: AtomicU64,
     waited_us: AtomicU64,
     timed_out: AtomicU64,
@@ -107,6 +107,9 @@ pub(crate) struct Pool {
     /// Successful completions' service times (cumulative; the learner takes deltas).
     service: AtomicHistogram,
     levels: Box<[LevelStats]>,
+    /// Every tag's slot, to count a level's requests in flight on the slow path (the hot
+    /// path keeps one counter per tag, not another per level).
+    tags: Mutex<Vec<Weak<TagSlot>>>,
     settings: PoolSettings,
     queues: Mutex<Queues>,
     learner: Mutex<Learner>,
@@ -124,6 +127,7 @@ impl Pool {
             service_us: AtomicU64::new(0),
             service: AtomicHistogram::new(),
             levels: (0..levels).map(|_| LevelStats::default()).collect(),
+            tags: Mutex::new(Vec::new()),
             settings,
             queues: Mutex::new(Queues {
                 levels: (0..levels).map(|_| VecDeque::new()).collect(),
@@ -137,6 +141,27 @@ impl Pool {
         };
         pool.publish_limit(&pool.lock_learner());
         pool
+    }
+
+    /// Count this tag's requests in its level's (slow path and snapshot only).
+    pub(crate) fn register(&self, slot: &Arc<TagSlot>) {
+        self.tags
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::downgrade(slot));
+    }
+
+    /// Requests in flight per level, from the tags' own counters.
+    fn level_in_flight(&self) -> Vec<u64> {
+        let mut out = vec![0; self.levels.len()];
+        for slot in self.tags.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            if let Some(slot) = slot.upgrade()
+                && let Some(n) = out.get_mut(slot.level)
+            {
+                *n += slot.in_flight.load(Relaxed);
+            }
+        }
+        out
     }
 
     fn lock_queues(&self) -> MutexGuard<'_, Queues> {
@@ -168,16 +193,16 @@ impl Pool {
 
     /// The fast path: a slot if one is free and nobody waits. One CAS.
     #[inline]
-    pub(crate) fn try_acquire(&self, level: usize) -> bool {
+    pub(crate) fn try_acquire(&self) -> bool {
         if self.waiting.load(SeqCst) > 0 {
             self.saturated.store(true, Relaxed);
             return false;
         }
-        self.cas_acquire(level)
+        self.cas_acquire()
     }
 
     #[inline]
-    fn cas_acquire(&self, level: usize) -> bool {
+    fn cas_acquire(&self) -> bool {
         let limit = self.limit.load(SeqCst);
         let got = self
             .in_use
@@ -187,7 +212,6 @@ impl Pool {
                 if n + 1 >= limit && !self.saturated.load(Relaxed) {
                     self.saturated.store(true, Relaxed);
                 }
-                self.levels[level].in_flight.fetch_add(1, Relaxed);
                 true
             }
             Err(_) => {
@@ -200,11 +224,9 @@ impl Pool {
     }
 
     /// Take a slot whatever the limit (dry run): `true` if it was over the limit.
-    pub(crate) fn force_acquire(&self, level: usize) -> bool {
+    pub(crate) fn force_acquire(&self) -> bool {
         let limit = self.limit.load(Relaxed);
-        let before = self.in_use.fetch_add(1, SeqCst);
-        self.levels[level].in_flight.fetch_add(1, Relaxed);
-        before >= limit
+        self.in_use.fetch_add(1, SeqCst) >= limit
     }
 
     /// Whether a slot is free now (for `decide`, which holds none).
@@ -213,15 +235,13 @@ impl Pool {
     }
 
     /// Give a slot back: to the best waiter if any, else to the pool.
-    pub(crate) fn release(&self, level: usize) {
-        self.levels[level].in_flight.fetch_sub(1, Relaxed);
+    pub(crate) fn release(&self) {
         if self.waiting.load(SeqCst) > 0 {
             let mut q = self.lock_queues();
             if self.in_use.load(SeqCst) <= self.limit.load(SeqCst)
                 && let Some(cell) = self.pop_best(&mut q)
             {
                 // Hand the slot over: `in_use` does not move.
-                self.levels[cell.level].in_flight.fetch_add(1, Relaxed);
                 drop(q);
                 cell.settle(CellState::Granted);
                 return;
@@ -254,10 +274,7 @@ impl Pool {
                 return;
             }
             match self.pop_best(q) {
-                Some(cell) => {
-                    self.levels[cell.level].in_flight.fetch_add(1, Relaxed);
-                    cell.settle(CellState::Granted);
-                }
+                Some(cell) => cell.settle(CellState::Granted),
                 None => {
                     self.in_use.fetch_sub(1, SeqCst);
                     return;
@@ -271,8 +288,12 @@ impl Pool {
     /// under 20 slots: a small pool is the top level's).
     fn pop_best(&self, q: &mut Queues) -> Option<Arc<WaitCell>> {
         let floor = self.limit.load(Relaxed) / 20;
-        let starved = (0..q.levels.len())
-            .find(|&l| !q.levels[l].is_empty() && self.levels[l].in_flight.load(Relaxed) < floor);
+        let starved = if floor == 0 {
+            None
+        } else {
+            let in_flight = self.level_in_flight();
+            (0..q.levels.len()).find(|&l| !q.levels[l].is_empty() && in_flight[l] < floor)
+        };
         let level =
             starved.or_else(|| (0..q.levels.len()).rev().find(|&l| !q.levels[l].is_empty()))?;
         let cell = q.levels[level].pop_front()?;
@@ -321,7 +342,7 @@ impl Pool {
         if wait.is_zero() || self.estimated_wait(ahead) > wait {
             self.saturated.store(true, Relaxed);
             // Nothing ahead and a slot free: no need to wait at all.
-            if ahead == 0 && self.cas_acquire(level) {
+            if ahead == 0 && self.cas_acquire() {
                 let cell = Arc::new(WaitCell {
                     level,
                     deadline: now,
@@ -456,6 +477,7 @@ impl Pool {
                 l.limit.is_probing(),
             )
         };
+        let in_flight = self.level_in_flight();
         let queued_now: Vec<usize> = self
             .lock_queues()
             .levels
@@ -474,9 +496,10 @@ impl Pool {
                 .iter()
                 .zip(self.levels.iter())
                 .zip(queued_now)
-                .map(|((&priority, s), waiting)| LevelState {
+                .zip(in_flight)
+                .map(|(((&priority, s), waiting), in_flight)| LevelState {
                     priority,
-                    in_flight: s.in_flight.load(Relaxed),
+                    in_flight,
                     waiting: waiting as u64,
                     queued_total: s.queued.load(Relaxed),
                     waited_total: Duration::from_micros(s.waited_us.load(Relaxed)),

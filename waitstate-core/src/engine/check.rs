@@ -64,10 +64,10 @@ impl Engine {
             let slot = &entry.slot;
             let pool = &slot.global.pool;
             if self.dry_run {
-                if pool.force_acquire(slot.level) {
+                if pool.force_acquire() {
                     would_reject = would_reject.or(Some(Reason::ConcurrencyLimited));
                 }
-            } else if !pool.try_acquire(slot.level) {
+            } else if !pool.try_acquire() {
                 return Err(self.refuse(slot, Reason::ConcurrencyLimited, None, None));
             }
             Ok(grant(slot, demand.weight, would_reject))
@@ -87,9 +87,9 @@ impl Engine {
             };
             let slot = &entry.slot;
             let pool = &slot.global.pool;
-            if self.dry_run || pool.try_acquire(slot.level) {
+            if self.dry_run || pool.try_acquire() {
                 if self.dry_run {
-                    pool.force_acquire(slot.level);
+                    pool.force_acquire();
                 }
                 return Admit::Admitted(grant(slot, demand.weight, would_reject));
             }

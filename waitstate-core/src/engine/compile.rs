@@ -113,11 +113,8 @@ impl Engine {
             return snap;
         }
         drop(snap);
-        w.slots.push(Arc::new(TagSlot::new(
-            tag,
-            self.priority_of(tag),
-            self.global.clone(),
-        )));
+        w.slots
+            .push(TagSlot::create(tag, self.priority_of(tag), &self.global));
         self.rebuild(&mut w);
         self.snapshot.load()
     }
@@ -139,11 +136,8 @@ impl Engine {
             .collect();
         for name in &named {
             if w.slots.len() + 1 < self.tag_cap && !w.slots.iter().any(|s| &*s.name == name) {
-                w.slots.push(Arc::new(TagSlot::new(
-                    name,
-                    self.priority_of(name),
-                    self.global.clone(),
-                )));
+                w.slots
+                    .push(TagSlot::create(name, self.priority_of(name), &self.global));
             }
         }
         let dry_active = !dry.is_open();

@@ -103,20 +103,16 @@ impl Engine {
         levels.insert(config.default_priority);
         let levels: Vec<i64> = levels.into_iter().collect();
         let global = Arc::new(Global::new(&levels, config.admission.pool_settings()));
-        let overflow = Arc::new(TagSlot::new(
-            OVERFLOW_TAG,
-            config.default_priority,
-            global.clone(),
-        ));
+        let overflow = TagSlot::create(OVERFLOW_TAG, config.default_priority, &global);
         let mut slots = Vec::with_capacity(config.tags.len() + 1);
-        slots.push(Arc::new(TagSlot::new(
+        slots.push(TagSlot::create(
             DEFAULT_TAG,
             config.priority_of(DEFAULT_TAG),
-            global.clone(),
-        )));
+            &global,
+        ));
         for (name, prio) in &config.tags {
             if name != DEFAULT_TAG {
-                slots.push(Arc::new(TagSlot::new(name, *prio, global.clone())));
+                slots.push(TagSlot::create(name, *prio, &global));
             }
         }
         let engine = Self {

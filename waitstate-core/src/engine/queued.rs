@@ -173,7 +173,7 @@ impl Drop for Queued {
             let pool = &self.slot.global.pool;
             if pool.leave(&self.cell, false) {
                 // A slot was handed over as the request went away: pass it on.
-                pool.release(self.cell.level);
+                pool.release();
             }
         }
     }

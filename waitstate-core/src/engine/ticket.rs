@@ -73,7 +73,7 @@ impl Ticket {
         if !self.done {
             self.done = true;
             self.slot.in_flight.fetch_sub(1, Relaxed);
-            self.slot.global.pool.release(self.slot.level);
+            self.slot.global.pool.release();
         }
     }
 }
