@@ -28,8 +28,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::ConfigError;
 use crate::policy::Policy;
+use crate::registry::{DEFAULT_TAG, OVERFLOW_TAG, check_tag_name};
 use crate::rule::Rule;
-use crate::tags::{DEFAULT_TAG, OVERFLOW_TAG, check_tag_name};
 
 /// Every setting of the engine. Build it in code or read it from TOML
 /// ([`Config::from_toml_str`], feature `toml`); unknown keys are an error, so a typo is

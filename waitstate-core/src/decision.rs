@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::tags::Tag;
+use crate::registry::Tag;
 
 /// Why a request was rejected (or, in dry run, would have been).
 ///

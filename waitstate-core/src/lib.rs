@@ -63,11 +63,11 @@ mod limiter;
 pub mod names;
 mod policy;
 pub mod reflex;
+mod registry;
 pub mod rule;
 #[cfg(feature = "runtime")]
 mod runtime;
 pub mod tagger;
-mod tags;
 
 pub use admission::{AdmissionState, LevelState};
 pub use config::{
@@ -78,8 +78,8 @@ pub use engine::{Admit, Demand, Engine, Queued, ReportError, Ticket};
 pub use error::ConfigError;
 pub use policy::{DEFAULT_PULSE_INTERVAL_MS, Policy};
 pub use reflex::{Phase, Reading, Reflex, RuleStatus, TagReading};
-#[cfg(feature = "runtime")]
-pub use runtime::{Builder, ControlStatus, Entry, Permit, WaitForSlot, WaitState, wire};
-pub use tags::{
+pub use registry::{
     Aggregate, DEFAULT_TAG, MAX_CUSTOM_METRICS, MAX_TAG_LEN, OVERFLOW_TAG, Tag, TagCounters,
 };
+#[cfg(feature = "runtime")]
+pub use runtime::{Builder, ControlStatus, Entry, Permit, WaitForSlot, WaitState, wire};

@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::ConfigError;
-use crate::tags::check_tag_name;
+use crate::registry::check_tag_name;
 
 /// The v1 default pulse interval hint, in milliseconds.
 pub const DEFAULT_PULSE_INTERVAL_MS: u64 = 5000;

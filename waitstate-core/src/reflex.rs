@@ -33,8 +33,8 @@ use crate::engine::Engine;
 use crate::error::ConfigError;
 use crate::histogram::{Histogram, SparseHistogram};
 use crate::policy::Policy;
+use crate::registry::{Aggregate, Tag, TagCounters};
 use crate::rule::{Action, Metric, Op, Rule};
-use crate::tags::{Aggregate, Tag, TagCounters};
 
 /// Steps of a gradual release before the action is gone.
 const RELEASE_STEPS: u32 = 3;

@@ -46,7 +46,7 @@
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 
-use crate::tags::DEFAULT_TAG;
+use crate::registry::DEFAULT_TAG;
 
 /// A read-only view of an HTTP request, the same over every framework.
 pub trait RequestView {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::limit::{LearnedLimit, LimitSettings, Verdict, Window};
 use super::{AdmissionState, LevelState};
 use crate::histogram::{AtomicHistogram, Histogram};
-use crate::tags::TagSlot;
+use crate::registry::TagSlot;
 
 /// How the pool is set up (from `[admission]`).
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -9,7 +9,7 @@ use super::compile::{Checks, TagEntry};
 use super::{Admit, Demand, Engine, Queued, Ticket};
 use crate::decision::{Decision, Quota, Reason, Rejection};
 use crate::limiter::{PPM, throttle_admits};
-use crate::tags::{DEFAULT_TAG, MAX_TAG_LEN, Tag, TagSlot};
+use crate::registry::{DEFAULT_TAG, MAX_TAG_LEN, Tag, TagSlot};
 
 impl Engine {
     /// Decide for one request, without holding an in-flight slot.

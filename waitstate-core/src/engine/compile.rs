@@ -11,7 +11,7 @@ use super::Engine;
 use crate::error::ConfigError;
 use crate::limiter::{Gcra, PPM, percent_to_ppm};
 use crate::policy::Policy;
-use crate::tags::{MAX_TAG_LEN, OVERFLOW_TAG, TagSlot};
+use crate::registry::{MAX_TAG_LEN, OVERFLOW_TAG, TagSlot};
 
 /// The checks one tag's requests go through, compiled from a policy (the order is in
 /// `check::run_checks`).

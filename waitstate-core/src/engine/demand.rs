@@ -4,7 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 #[allow(unused_imports)] // the docs link to them
-use crate::tags::{DEFAULT_TAG, MAX_CUSTOM_METRICS};
+use crate::registry::{DEFAULT_TAG, MAX_CUSTOM_METRICS};
 
 /// What one request asks of the gate: its tag, its weight and, optionally, a cohort key.
 #[derive(Clone, Copy, Debug, PartialEq)]

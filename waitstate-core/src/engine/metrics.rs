@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::{Engine, ReportError};
 use crate::admission::AdmissionState;
-use crate::tags::{Aggregate, MAX_CUSTOM_METRICS, Tag, TagCounters};
+use crate::registry::{Aggregate, MAX_CUSTOM_METRICS, Tag, TagCounters};
 
 impl Engine {
     /// Feed a custom metric (queue depth, pool wait, ...) that rules can name, for one tag or

@@ -43,7 +43,7 @@ use foldhash::fast::RandomState;
 use crate::config::Config;
 use crate::error::ConfigError;
 use crate::policy::Policy;
-use crate::tags::{CustomSet, DEFAULT_TAG, Global, OVERFLOW_TAG, TagSlot};
+use crate::registry::{CustomSet, DEFAULT_TAG, Global, OVERFLOW_TAG, TagSlot};
 
 use compile::{PolicySources, Snapshot};
 

@@ -11,7 +11,7 @@ use super::Ticket;
 use super::check::{grant, refuse};
 use crate::admission::{CellState, WaitCell};
 use crate::decision::{Reason, Rejection};
-use crate::tags::TagSlot;
+use crate::registry::TagSlot;
 
 /// The answer of [`Engine::admit_or_queue`](crate::Engine::admit_or_queue).
 #[derive(Debug)]

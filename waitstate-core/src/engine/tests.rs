@@ -4,7 +4,7 @@ use std::future::Future;
 
 use super::*;
 use crate::decision::{Decision, Reason};
-use crate::tags::{Aggregate, MAX_CUSTOM_METRICS};
+use crate::registry::{Aggregate, MAX_CUSTOM_METRICS};
 
 fn engine(toml: &str) -> Engine {
     Engine::new(&Config::from_toml_str(toml).unwrap()).unwrap()

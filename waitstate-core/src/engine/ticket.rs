@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use crate::decision::Reason;
-use crate::tags::{Tag, TagSlot};
+use crate::registry::{Tag, TagSlot};
 
 /// An admitted request's hold on its in-flight slot (the pure core's RAII guard).
 ///

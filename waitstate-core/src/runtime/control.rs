@@ -36,7 +36,7 @@ use crate::config::ControlPlane;
 use crate::decision::{Reason, Rejection};
 use crate::error::ConfigError;
 use crate::policy::Policy;
-use crate::tags::{Aggregate, DEFAULT_TAG, TagCounters};
+use crate::registry::{Aggregate, DEFAULT_TAG, TagCounters};
 
 /// Largest response body read from a control plane.
 const MAX_RESPONSE_BYTES: usize = 1 << 20;

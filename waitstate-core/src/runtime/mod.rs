@@ -26,7 +26,7 @@ use crate::engine::{Admit, Demand, Engine, ReportError};
 use crate::error::ConfigError;
 use crate::policy::Policy;
 use crate::reflex::{Reflex, RuleStatus};
-use crate::tags::TagCounters;
+use crate::registry::TagCounters;
 
 /// The runtime's one clock. Every time reading of the runtime goes through here, so that
 /// `tokio::time::pause()` drives it in tests.

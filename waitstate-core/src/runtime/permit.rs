@@ -5,7 +5,7 @@ use tokio::time::Instant;
 use super::clock_now;
 use crate::decision::Reason;
 use crate::engine::Ticket;
-use crate::tags::Tag;
+use crate::registry::Tag;
 
 /// An admitted request's hold on its in-flight slot. When it is dropped it records the
 /// request's latency (from admission) and outcome for its tag and frees the slot: exactly

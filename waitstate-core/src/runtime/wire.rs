@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use crate::histogram::SparseHistogram;
-use crate::tags::Aggregate;
+use crate::registry::Aggregate;
 
 /// Header carrying the publish key.
 pub const HEADER_ID: &str = "x-waitstate-id";

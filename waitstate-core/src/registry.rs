@@ -1,4 +1,4 @@
-//! Per-tag state: one slot per tag, created once (at configuration or first sight), never
+//! The tag registry: one slot per tag, created once (at configuration or first sight), never
 //! freed while the engine lives, bounded by the registry's cap.
 
 use std::fmt;
