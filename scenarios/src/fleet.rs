@@ -436,13 +436,13 @@ pub(crate) fn merge(timelines: &[Timeline]) -> Timeline {
 /// The figures of one fleet run: the fleet's (merged), then each instance's.
 pub(crate) fn figures(scenario: &FleetScenario, run: &FleetRun) -> (Figures, Vec<Figures>) {
     let w = scenario.window();
-    let fleet = stats::figures(&run.merged, w, capacity_rps(), run.first_shed_s);
+    let fleet = stats::figures(&run.merged, &[], w, capacity_rps(), run.first_shed_s);
     // Per instance, goodput against a third of the backend (not meaningful for the hit
     // instance alone; the fleet's is the figure to read).
     let each = run
         .timelines
         .iter()
-        .map(|t| stats::figures(t, w, capacity_rps() / INSTANCES as f64, None))
+        .map(|t| stats::figures(t, &[], w, capacity_rps() / INSTANCES as f64, None))
         .collect();
     (fleet, each)
 }

@@ -1,20 +1,27 @@
 //! Run with: `cargo run --release -p waitstate-scenarios -- --scenario surge --out target/scenarios`
 //!
-//! Overload scenarios, each run three ways in one invocation: no gate, a static rate limit
-//! (`tower_governor` at the backend's calm-weather capacity) and WaitState with
-//! `scenarios/waitstate.toml`. Every run is a real axum service on 127.0.0.1 in front of a
-//! simulated backend (a pool of [`POOL`] connections, log-normal service times, a pool
-//! timeout that answers 503), driven open-loop over loopback by Poisson arrivals of three
-//! tiers. The results (SCENARIOS.md) come from this tool.
+//! Overload scenarios, each run four ways in one invocation: no gate, a static rate limit
+//! (`tower_governor` at the backend's calm-weather capacity), an adaptive concurrency limit
+//! (`tower-acc`'s Gradient2 with its defaults, priority-blind) and WaitState with
+//! `scenarios/waitstate.toml` (no capacity number: adaptive admission). Every run is a real
+//! axum service on 127.0.0.1 in front of a simulated backend (a pool of [`POOL`]
+//! connections, log-normal service times, a pool timeout that answers 503), driven
+//! open-loop over loopback by Poisson arrivals of three tiers. Besides the tiers' outcomes,
+//! each second records the backend's utilisation and the gate's limit (WaitState's and
+//! tower-acc's), and WaitState's queue. The results (SCENARIOS.md) come from this tool.
 //!
-//! Options: `--scenario NAME|all` (default `surge`; names: surge, slow, errors, expensive;
-//! `soak` runs the soak instead, for `--soak-secs N`, default 600: see `soak.rs`; with
+//! Options: `--scenario NAME|all` (default `surge`; names: surge, slow, errors, expensive,
+//! capacity, slow-surge; `all` runs these six; `creep` runs WaitState alone at 1.2x capacity
+//! for `--creep-secs N`, default 600, and checks that the learned limit does not creep; `soak`
+//! runs the soak instead, for `--soak-secs N`, default 600: see `soak.rs`; with
 //! `--replot` it only redraws soak.png from `--out`'s soak.json; `fleet` and `cp-loss` are
 //! scenarios 5 and 6, see `fleet.rs`, with ways `none,static,local,fleet`),
 //! `--out DIR` (default `target/scenarios`: NAME.json and NAME.png per scenario),
 //! `--quick` (short phases, for a smoke run), `--ways LIST` (comma-separated subset of
-//! `none,static,waitstate`), `--config PATH` (another WaitState configuration than the
-//! published `scenarios/waitstate.toml`, which is built in).
+//! `none,static,acc,waitstate`), `--static-caps N,M,..` (adds a way per N: WaitState with
+//! `[admission] adaptive = false` and `[limits] concurrency = N`, the sweep for the best
+//! static cap), `--config PATH` (another WaitState configuration than the published
+//! `scenarios/waitstate.toml`, which is built in).
 
 mod fleet;
 mod plot;
@@ -27,6 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use axum::Router;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
@@ -36,6 +44,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::Semaphore;
 use tokio::time::{Instant, sleep, timeout};
+use tower::ServiceBuilder;
+use tower_acc::{Algorithm, ConcurrencyLimitLayer, Gradient2};
 use tower_governor::GovernorLayer;
 use tower_governor::governor::GovernorConfigBuilder;
 use tower_governor::key_extractor::GlobalKeyExtractor;
@@ -43,7 +53,7 @@ use waitstate_core::histogram::{AtomicHistogram, Histogram};
 use waitstate_core::{Config, WaitState};
 use waitstate_tower::{GateLayer, HeaderTagger};
 
-use stats::{TIERS, TierSample, Timeline, Window};
+use stats::{Gauges, TIERS, TierSample, Timeline, Window};
 
 /// Connections in the backend's pool.
 const POOL: usize = 10;
@@ -65,8 +75,11 @@ const CALM_UTILISATION: f64 = 0.7;
 const MIX: [f64; 3] = [0.2, 0.3, 0.5];
 /// Backend time of a weight-100 search, in plain requests.
 const SEARCH_COST: f64 = 10.0;
-/// The WaitState configuration of the third way.
+/// The WaitState configuration of the WaitState way.
 const WAITSTATE_TOML: &str = include_str!("../waitstate.toml");
+/// Requests tower-acc's way holds in its `Buffer` in front of the limit; past it, `LoadShed`
+/// turns them away. 16 is the `BUFFER_SIZE` of tower-acc's server example (`examples/hyper.rs`).
+const ACC_BUFFER: usize = 16;
 
 /// What the backend can serve per second in calm weather.
 fn capacity_rps() -> f64 {
@@ -91,6 +104,8 @@ pub(crate) struct Scenario {
     error_rate: f64,
     /// Share of free requests that are weight-100 searches during the incident.
     search_share: f64,
+    /// The backend's pool doubles halfway through the incident (and stays so).
+    pool_doubles: bool,
 }
 
 impl Scenario {
@@ -100,14 +115,29 @@ impl Scenario {
         let plain = 1.0 - free_searches / (CALM_UTILISATION * self.load_factor);
         // Capacity in requests/s of the incident's mix: each search costs SEARCH_COST.
         let cost = plain + (1.0 - plain) * SEARCH_COST;
-        capacity_rps() / self.service_factor / cost
+        let capacity = capacity_rps() / self.service_factor / cost;
+        if self.pool_doubles {
+            // Half the incident at this capacity, half at twice it; no more than is offered
+            // can be served.
+            let offered = capacity_rps() * CALM_UTILISATION * self.load_factor;
+            (capacity.min(offered) + (2.0 * capacity).min(offered)) / 2.0
+        } else {
+            capacity
+        }
     }
 
     fn quick(mut self) -> Self {
         self.calm_s = 5;
-        self.incident_s = self.incident_s.min(10);
+        // A pool change needs two halves with a steady part each.
+        self.incident_s = self.incident_s.min(if self.pool_doubles { 20 } else { 10 });
         self.after_s = 10;
         self
+    }
+
+    /// When the pool doubles, in seconds from the start (`None`: it does not).
+    fn pool_change_s(&self) -> Option<u64> {
+        self.pool_doubles
+            .then_some(self.calm_s + self.incident_s / 2)
     }
 
     fn window(&self) -> Window {
@@ -132,10 +162,11 @@ const CALM: Scenario = Scenario {
     service_factor: 1.0,
     error_rate: 0.0,
     search_share: 0.0,
+    pool_doubles: false,
 };
 
-/// Every scenario the runner knows.
-pub(crate) const SCENARIOS: [Scenario; 4] = [
+/// Every scenario the runner knows (and `all` runs).
+pub(crate) const SCENARIOS: [Scenario; 6] = [
     Scenario {
         name: "surge",
         title: "Surge: offered load jumps to 3x capacity for 30 s, then back",
@@ -161,7 +192,35 @@ pub(crate) const SCENARIOS: [Scenario; 4] = [
         search_share: 0.25,
         ..CALM
     },
+    Scenario {
+        name: "capacity",
+        title: "Capacity grows: 1.5x load for 40 s; halfway, the pool doubles (10 -> 20)",
+        incident_s: 40,
+        load_factor: 1.5 / CALM_UTILISATION,
+        pool_doubles: true,
+        ..CALM
+    },
+    Scenario {
+        name: "slow-surge",
+        title: "Slow surge: service time doubles and load jumps to 3x capacity, for 30 s",
+        load_factor: 3.0 / CALM_UTILISATION,
+        service_factor: 2.0,
+        ..CALM
+    },
 ];
+
+/// The creep run: WaitState alone at 1.2x capacity for `secs`, no calm before or after.
+fn creep(secs: u64) -> Scenario {
+    Scenario {
+        name: "creep",
+        title: "Creep: offered load steady at 1.2x capacity, WaitState alone",
+        calm_s: 0,
+        incident_s: secs,
+        after_s: 0,
+        load_factor: 1.2 / CALM_UTILISATION,
+        ..CALM
+    }
+}
 
 // ---------------------------------------------------------------- the backend
 
@@ -172,10 +231,12 @@ struct Weather {
     error_rate_ppm: AtomicU64,
 }
 
-/// The backend: a fixed-size pool, a log-normal service time per request.
+/// The backend: a pool of connections, a log-normal service time per request.
 #[derive(Clone, Debug)]
 struct Backend {
     pool: Arc<Semaphore>,
+    /// Connections in the pool (the capacity scenario adds some mid-run).
+    size: Arc<AtomicU64>,
     rng: Arc<AtomicU64>,
     weather: Arc<Weather>,
 }
@@ -200,8 +261,29 @@ impl Backend {
     fn new(weather: Arc<Weather>) -> Self {
         Self {
             pool: Arc::new(Semaphore::new(POOL)),
+            size: Arc::new(AtomicU64::new(POOL as u64)),
             rng: Arc::new(AtomicU64::new(0x2545_F491_4F6C_DD1D)),
             weather,
+        }
+    }
+
+    /// Connections in the pool now.
+    fn size(&self) -> u64 {
+        self.size.load(Relaxed)
+    }
+
+    /// Connections held now.
+    fn busy(&self) -> u64 {
+        self.size()
+            .saturating_sub(self.pool.available_permits() as u64)
+    }
+
+    /// Grows the pool to `to` connections (never shrinks it).
+    fn grow(&self, to: u64) {
+        let now = self.size();
+        if to > now {
+            self.pool.add_permits((to - now) as usize);
+            self.size.store(to, Relaxed);
         }
     }
 
@@ -240,40 +322,120 @@ async fn handler(State(backend): State<Backend>, headers: HeaderMap) -> StatusCo
     }
 }
 
-/// The three ways a scenario runs.
+/// The ways a scenario runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Way {
     /// Nothing in front of the backend.
     None,
     /// `tower_governor`, one global bucket at the calm-weather capacity.
     Static,
+    /// `tower-acc`: Gradient2's adaptive concurrency limit, priority-blind (see [`acc_layer`]).
+    Acc,
     /// WaitState with `scenarios/waitstate.toml`.
     WaitState,
+    /// WaitState with `scenarios/waitstate.toml`, learning off and `[limits] concurrency`
+    /// at this cap (`--static-caps`).
+    Cap(u64),
 }
 
 impl Way {
-    const ALL: [Way; 3] = [Way::None, Way::Static, Way::WaitState];
+    const ALL: [Way; 4] = [Way::None, Way::Static, Way::Acc, Way::WaitState];
 
-    fn name(self) -> &'static str {
+    fn name(self) -> String {
         match self {
-            Way::None => "no gate",
-            Way::Static => "static limit (tower_governor)",
-            Way::WaitState => "WaitState",
+            Way::None => "no gate".to_owned(),
+            Way::Static => "static limit (tower_governor)".to_owned(),
+            Way::Acc => "adaptive limit (tower-acc)".to_owned(),
+            Way::WaitState => "WaitState".to_owned(),
+            Way::Cap(n) => format!("WaitState, static cap {n}"),
         }
     }
 
-    fn key(self) -> &'static str {
+    fn key(self) -> String {
         match self {
-            Way::None => "none",
-            Way::Static => "static",
-            Way::WaitState => "waitstate",
+            Way::None => "none".to_owned(),
+            Way::Static => "static".to_owned(),
+            Way::Acc => "acc".to_owned(),
+            Way::WaitState => "waitstate".to_owned(),
+            Way::Cap(n) => format!("cap{n}"),
         }
+    }
+
+    /// The WaitState of this way, from `config` (`None`: the way is not WaitState).
+    fn waitstate(self, config: &str) -> Result<Option<WaitState>, Box<dyn std::error::Error>> {
+        let mut config = match self {
+            Way::WaitState | Way::Cap(_) => Config::from_toml_str(config)?,
+            _ => return Ok(None),
+        };
+        if let Way::Cap(n) = self {
+            config.admission.adaptive = false;
+            config.limits.concurrency = Some(n);
+        }
+        Ok(Some(WaitState::from_config(config)?))
     }
 }
 
-/// The app for one way.
-fn app(way: Way, weather: Arc<Weather>, ws: Option<WaitState>) -> Router {
-    app_on(way, Backend::new(weather), ws, capacity_rps())
+/// Gradient2 with its defaults, its limit published after every update so the runner can
+/// record it (tower-acc has no getter for it).
+#[derive(Clone, Debug)]
+struct WatchedGradient2 {
+    inner: Gradient2,
+    limit: Arc<AtomicU64>,
+}
+
+impl Algorithm for WatchedGradient2 {
+    fn max_concurrency(&self) -> usize {
+        self.inner.max_concurrency()
+    }
+
+    fn update(&mut self, rtt: Duration, in_flight: usize, is_error: bool, is_canceled: bool) {
+        self.inner.update(rtt, in_flight, is_error, is_canceled);
+        self.limit
+            .store(self.inner.max_concurrency() as u64, Relaxed);
+    }
+}
+
+/// The app for one way, and tower-acc's limit (its way only).
+fn app(way: Way, backend: Backend, ws: Option<WaitState>) -> (Router, Arc<AtomicU64>) {
+    let acc_limit = Arc::new(AtomicU64::new(0));
+    if way != Way::Acc {
+        return (app_on(way, backend, ws, capacity_rps()), acc_limit);
+    }
+    // tower-acc as its server examples (`examples/hyper.rs`, `examples/tower.rs`) set it up:
+    // `LoadShed` over a `Buffer` of ACC_BUFFER over `ConcurrencyLimit` with Gradient2's
+    // defaults (initial limit 20, never below 20 nor above 200, tolerance 1.5).
+    //
+    // Alone, `ConcurrencyLimit` never rejects: `poll_ready` waits for a permit of a FIFO tokio
+    // semaphore, with no bound, so under overload a request waits until a permit frees or its
+    // client gives up (5 s here), every tier alike. The examples put a bounded `Buffer` in
+    // front and `LoadShed` over it: when the buffer is full, a request is turned away at once
+    // (`Overloaded`, which the example answers with 503). Here it is answered 429, so the
+    // runner files it as shed by the gate, as it does the other gates' rejections. A request
+    // let into the buffer waits behind at most the 16 ahead of it, then holds a permit.
+    // Gradient2 learns from every request that ends, from `call` (so the buffer's wait is not
+    // in its RTT, the backend's pool wait is), and not while fewer than half its permits are
+    // in use; its floor of 20 is twice this backend's pool.
+    let inner = Gradient2::default();
+    acc_limit.store(inner.max_concurrency() as u64, Relaxed);
+    let gate = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(|e: tower::BoxError| async move {
+            if e.is::<tower::load_shed::error::Overloaded>() {
+                StatusCode::TOO_MANY_REQUESTS
+            } else {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        }))
+        .load_shed()
+        .buffer(ACC_BUFFER)
+        .layer(ConcurrencyLimitLayer::new(WatchedGradient2 {
+            inner,
+            limit: acc_limit.clone(),
+        }));
+    let router = Router::new()
+        .route("/", get(handler))
+        .with_state(backend)
+        .layer(gate);
+    (router, acc_limit)
 }
 
 /// The app for one way, in front of `backend` (shared by a fleet's instances), the static
@@ -281,7 +443,7 @@ fn app(way: Way, weather: Arc<Weather>, ws: Option<WaitState>) -> Router {
 fn app_on(way: Way, backend: Backend, ws: Option<WaitState>, static_rps: f64) -> Router {
     let router = Router::new().route("/", get(handler)).with_state(backend);
     match (way, ws) {
-        (Way::WaitState, Some(ws)) => router.layer(GateLayer::new(
+        (Way::WaitState | Way::Cap(_), Some(ws)) => router.layer(GateLayer::new(
             ws,
             HeaderTagger::new().weight_header("x-waitstate-weight"),
         )),
@@ -331,7 +493,54 @@ impl Bucket {
 #[derive(Debug)]
 struct Run {
     timeline: Timeline,
+    /// The backend and the gate, per second.
+    gauges: Vec<Gauges>,
     first_shed_s: Option<f64>,
+}
+
+/// Samples the backend and the gate: the pool's busy connections at every step of the
+/// driver (every ~2 ms), averaged per second; the gate's limit and WaitState's queue at the
+/// end of each second.
+#[derive(Debug)]
+struct Sampler {
+    backend: Backend,
+    ws: Option<WaitState>,
+    acc_limit: Option<Arc<AtomicU64>>,
+    busy_sum: u64,
+    steps: u64,
+    timed_out: u64,
+    gauges: Vec<Gauges>,
+}
+
+impl Sampler {
+    fn step(&mut self) {
+        self.busy_sum += self.backend.busy();
+        self.steps += 1;
+    }
+
+    /// Closes the second under way.
+    fn second(&mut self) {
+        let pool = self.backend.size();
+        let busy = self.busy_sum as f64 / self.steps.max(1) as f64;
+        (self.busy_sum, self.steps) = (0, 0);
+        let mut g = Gauges {
+            pool,
+            busy,
+            utilisation: busy / pool as f64,
+            limit: self.acc_limit.as_ref().map(|l| l.load(Relaxed)),
+            ..Gauges::default()
+        };
+        if let Some(ws) = &self.ws {
+            let a = ws.admission();
+            let timed_out: u64 = a.levels.iter().map(|l| l.timed_out_total).sum();
+            g.limit = Some(a.limit);
+            g.in_flight = Some(a.in_flight);
+            g.waiting = Some(a.levels.iter().map(|l| l.waiting).sum());
+            g.timed_out = Some(timed_out.saturating_sub(self.timed_out));
+            self.timed_out = timed_out;
+        }
+        self.gauges.push(g);
+    }
 }
 
 /// Runs one scenario one way, in real time.
@@ -342,14 +551,22 @@ async fn run(
 ) -> Result<Run, Box<dyn std::error::Error>> {
     let weather = Arc::new(Weather::default());
     weather.service_factor_milli.store(1000, Relaxed);
-    let ws = match way {
-        Way::WaitState => Some(WaitState::from_config(Config::from_toml_str(config)?)?),
-        _ => None,
-    };
+    let ws = way.waitstate(config)?;
+    let backend = Backend::new(weather.clone());
+    let (router, acc_limit) = app(way, backend.clone(), ws.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let server =
-        tokio::spawn(axum::serve(listener, app(way, weather.clone(), ws.clone())).into_future());
+    let server = tokio::spawn(axum::serve(listener, router).into_future());
+    let mut sampler = Sampler {
+        backend: backend.clone(),
+        ws: ws.clone(),
+        acc_limit: (way == Way::Acc).then_some(acc_limit),
+        busy_sum: 0,
+        steps: 0,
+        timed_out: 0,
+        gauges: Vec::new(),
+    };
+    let pool_change = scenario.pool_change_s().map(Duration::from_secs);
 
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(10))
@@ -370,8 +587,15 @@ async fn run(
     let mut second = u64::MAX;
     loop {
         let elapsed = start.elapsed();
+        while (sampler.gauges.len() as u64) < elapsed.as_secs().min(total) {
+            sampler.second();
+        }
         if elapsed >= Duration::from_secs(total) {
             break;
+        }
+        sampler.step();
+        if pool_change.is_some_and(|at| elapsed >= at) {
+            backend.grow(2 * POOL as u64);
         }
         let incident = elapsed >= onset && elapsed < end;
         if incident {
@@ -431,6 +655,7 @@ async fn run(
             .iter()
             .map(|s| s.each_ref().map(Bucket::sample))
             .collect(),
+        gauges: sampler.gauges,
         first_shed_s: (first != u64::MAX).then(|| first as f64 / 1e6 - onset.as_secs_f64()),
     })
 }
@@ -513,6 +738,11 @@ struct Args {
     /// `--scenario soak`: the soak instead of the overload scenarios.
     soak: bool,
     soak_secs: u64,
+    /// `--scenario creep`: the creep run instead of the overload scenarios.
+    creep: bool,
+    creep_secs: u64,
+    /// `--static-caps`: WaitState with learning off at each of these caps, as extra ways.
+    static_caps: Vec<u64>,
     /// `--replot`: with `--scenario soak`, redraw soak.png from `--out`'s soak.json.
     replot: bool,
     /// `--scenario fleet|cp-loss`: the fleet scenarios to run.
@@ -530,6 +760,9 @@ fn args() -> Result<Args, String> {
         config: WAITSTATE_TOML.to_owned(),
         soak: false,
         soak_secs: 600,
+        creep: false,
+        creep_secs: 600,
+        static_caps: Vec::new(),
         replot: false,
         fleet: Vec::new(),
         fleet_ways: None,
@@ -550,16 +783,31 @@ fn args() -> Result<Args, String> {
                     .and_then(|n| n.parse().ok())
                     .ok_or("--soak-secs takes a number of seconds")?;
             }
+            "--creep-secs" => {
+                out.creep_secs = it
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|n| *n >= 10)
+                    .ok_or("--creep-secs takes a number of seconds, at least 10")?;
+            }
+            "--static-caps" => {
+                out.static_caps = it
+                    .next()
+                    .and_then(|l| l.split(',').map(|n| n.parse().ok()).collect())
+                    .filter(|caps: &Vec<u64>| caps.iter().all(|n| *n > 0))
+                    .ok_or("--static-caps takes a list of caps, e.g. 10,14,20")?;
+            }
             "--out" => out.out = it.next().ok_or("--out takes a directory")?.into(),
             "--scenario" => {
                 let name = it.next().ok_or("--scenario takes a name or `all`")?;
                 out.soak = name == "soak";
+                out.creep = name == "creep";
                 out.fleet = fleet::FLEET_SCENARIOS
                     .iter()
                     .filter(|f| f.name == name)
                     .copied()
                     .collect();
-                out.scenarios = if name == "soak" || !out.fleet.is_empty() {
+                out.scenarios = if out.soak || out.creep || !out.fleet.is_empty() {
                     Vec::new()
                 } else if name == "all" {
                     SCENARIOS.to_vec()
@@ -567,7 +815,7 @@ fn args() -> Result<Args, String> {
                     vec![*SCENARIOS.iter().find(|s| s.name == name).ok_or_else(|| {
                         let names: Vec<_> = SCENARIOS.iter().map(|s| s.name).collect();
                         format!(
-                            "unknown scenario `{name}` (one of {}, fleet, cp-loss, soak, all)",
+                            "unknown scenario `{name}` (one of {}, fleet, cp-loss, creep, soak, all)",
                             names.join(", ")
                         )
                     })?]
@@ -576,7 +824,7 @@ fn args() -> Result<Args, String> {
             "--ways" => {
                 let list = it
                     .next()
-                    .ok_or("--ways takes a list: none,static,waitstate")?;
+                    .ok_or("--ways takes a list: none,static,acc,waitstate")?;
                 if list.split(',').any(|k| k == "local" || k == "fleet") {
                     out.fleet_ways = Some(
                         list.split(',')
@@ -592,18 +840,18 @@ fn args() -> Result<Args, String> {
                     );
                     continue;
                 }
-                out.ways =
-                    list.split(',')
-                        .map(|k| {
-                            Way::ALL.into_iter().find(|w| w.key() == k).ok_or_else(|| {
-                                format!("unknown way `{k}` (none, static, waitstate)")
-                            })
+                out.ways = list
+                    .split(',')
+                    .map(|k| {
+                        Way::ALL.into_iter().find(|w| w.key() == k).ok_or_else(|| {
+                            format!("unknown way `{k}` (none, static, acc, waitstate)")
                         })
-                        .collect::<Result<_, _>>()?;
+                    })
+                    .collect::<Result<_, _>>()?;
             }
             other => {
                 return Err(format!(
-                    "unknown argument `{other}` (try --scenario, --out, --quick, --ways, --config, --soak-secs)"
+                    "unknown argument `{other}` (try --scenario, --out, --quick, --ways, --static-caps, --config, --soak-secs, --creep-secs)"
                 ));
             }
         }
@@ -690,6 +938,7 @@ async fn run_fleet(
             .map(|(t, n)| plot::Panel {
                 title: n,
                 timeline: t,
+                gauges: &[],
             })
             .collect();
         let path = args.out.join(format!("{}.png", scenario.name));
@@ -707,6 +956,7 @@ async fn run_fleet(
             .map(|((w, _, _, _), t)| plot::Panel {
                 title: w.name(),
                 timeline: t,
+                gauges: &[],
             })
             .collect();
         let path = args.out.join(format!("{}.png", scenario.name));
@@ -718,6 +968,7 @@ async fn run_fleet(
             .map(|(w, r, _, _)| plot::Panel {
                 title: w.name(),
                 timeline: &r.timelines[0],
+                gauges: &[],
             })
             .collect();
         let path = args.out.join(format!("{}-hit.png", scenario.name));
@@ -778,78 +1029,245 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for scenario in &args.fleet {
         run_fleet(&args, scenario).await?;
     }
+    let mut ways = args.ways.clone();
+    ways.extend(args.static_caps.iter().map(|n| Way::Cap(*n)));
     for scenario in &args.scenarios {
         let scenario = if args.quick {
             scenario.quick()
         } else {
             *scenario
         };
-        let capacity = scenario.incident_capacity();
-        println!(
-            "## {} ({})\n\nbackend: {POOL} connections, log-normal service time (mean {SERVICE_MEAN_MS} ms, sigma {SERVICE_SIGMA}), \
-             pool timeout {} ms; capacity {:.0} req/s calm, {:.0} req/s during the incident; \
-             calm load {:.0} req/s (enterprise/pro/free {:?}); phases {} s calm, {} s incident, {} s after\n",
-            scenario.name,
-            scenario.title,
-            POOL_TIMEOUT.as_millis(),
-            capacity_rps(),
-            capacity,
-            capacity_rps() * CALM_UTILISATION,
-            MIX,
-            scenario.calm_s,
-            scenario.incident_s,
-            scenario.after_s,
-        );
-        let mut results = Vec::new();
-        for way in &args.ways {
-            eprint!("{} / {}: ", scenario.name, way.name());
-            let r = run(&scenario, *way, &args.config).await?;
-            eprintln!(" done");
-            let f = stats::figures(&r.timeline, scenario.window(), capacity, r.first_shed_s);
-            results.push((*way, r, f));
-        }
-        let table: Vec<(&str, &stats::Figures)> =
-            results.iter().map(|(w, _, f)| (w.name(), f)).collect();
-        println!("{}", stats::markdown_table(&table));
-
-        let json = serde_json::json!({
-            "scenario": scenario.name,
-            "title": scenario.title,
-            "quick": args.quick,
-            "capacity_rps": capacity_rps(),
-            "incident_capacity_rps": capacity,
-            "window": scenario.window(),
-            "ways": results.iter().map(|(w, r, f)| serde_json::json!({
-                "way": w.key(),
-                "figures": f,
-                "goals": stats::goals(f),
-                "per_second": timeline_json(&r.timeline),
-            })).collect::<Vec<_>>(),
-        });
-        let json_path = args.out.join(format!("{}.json", scenario.name));
-        std::fs::write(&json_path, serde_json::to_string_pretty(&json)?)?;
-        let png_path = args.out.join(format!("{}.png", scenario.name));
-        let panels: Vec<plot::Panel<'_>> = results
-            .iter()
-            .map(|(w, r, _)| plot::Panel {
-                title: w.name(),
-                timeline: &r.timeline,
-            })
-            .collect();
-        plot::render(
-            &png_path,
-            scenario.title,
-            scenario.window(),
-            capacity_rps(),
-            &panels,
-        )?;
-        println!(
-            "written: {} and {}\n",
-            json_path.display(),
-            png_path.display()
-        );
+        run_scenario(&args, &scenario, &ways).await?;
+    }
+    if args.creep {
+        // `--quick`: 90 s, enough for the figure's windows (9 s each) to mean something.
+        let secs = if args.quick { 90 } else { args.creep_secs };
+        run_scenario(&args, &creep(secs), &[Way::WaitState]).await?;
     }
     Ok(())
+}
+
+/// Runs one overload scenario every way in `ways`; prints its table, its scenario's own
+/// figures and the gauges per second; writes NAME.json and NAME.png.
+async fn run_scenario(
+    args: &Args,
+    scenario: &Scenario,
+    ways: &[Way],
+) -> Result<(), Box<dyn std::error::Error>> {
+    let capacity = scenario.incident_capacity();
+    println!(
+        "## {} ({})\n\nbackend: {POOL} connections{}, log-normal service time (mean {SERVICE_MEAN_MS} ms, sigma {SERVICE_SIGMA}), \
+         pool timeout {} ms; capacity {:.0} req/s calm, {:.0} req/s during the incident; \
+         calm load {:.0} req/s (enterprise/pro/free {:?}), {:.0} req/s during the incident; phases {} s calm, {} s incident, {} s after\n",
+        scenario.name,
+        scenario.title,
+        match scenario.pool_change_s() {
+            Some(at) => format!(" ({} from {at} s on)", 2 * POOL),
+            None => String::new(),
+        },
+        POOL_TIMEOUT.as_millis(),
+        capacity_rps(),
+        capacity,
+        capacity_rps() * CALM_UTILISATION,
+        MIX,
+        capacity_rps() * CALM_UTILISATION * scenario.load_factor,
+        scenario.calm_s,
+        scenario.incident_s,
+        scenario.after_s,
+    );
+    let mut results = Vec::new();
+    for way in ways {
+        eprint!("{} / {}: ", scenario.name, way.name());
+        let r = run(scenario, *way, &args.config).await?;
+        eprintln!(" done");
+        let f = stats::figures(
+            &r.timeline,
+            &r.gauges,
+            scenario.window(),
+            capacity,
+            r.first_shed_s,
+        );
+        results.push((*way, r, f));
+    }
+    let names: Vec<String> = results.iter().map(|(w, _, _)| w.name()).collect();
+    let table: Vec<(&str, &stats::Figures)> = names
+        .iter()
+        .zip(&results)
+        .map(|(n, (_, _, f))| (n.as_str(), f))
+        .collect();
+    println!("{}", stats::markdown_table(&table));
+    let own = own_figures(scenario, &results);
+    for line in &own.0 {
+        println!("{line}");
+    }
+    // Every second of a short run; every 10th of the creep.
+    let every = if scenario.total_s() > 120 { 10 } else { 1 };
+    println!(
+        "\nper second: backend busy connections / pool; the gate's limit, waiting, timed out\n"
+    );
+    println!("{}", gauge_table(&results, every));
+
+    let json = serde_json::json!({
+        "scenario": scenario.name,
+        "title": scenario.title,
+        "quick": args.quick,
+        "capacity_rps": capacity_rps(),
+        "incident_capacity_rps": capacity,
+        "window": scenario.window(),
+        "pool_change_s": scenario.pool_change_s(),
+        "scenario_figures": own.1,
+        "ways": results.iter().map(|(w, r, f)| serde_json::json!({
+            "way": w.key(),
+            "figures": f,
+            "goals": stats::goals(f),
+            "per_second": timeline_json(&r.timeline),
+            "per_second_gauges": r.gauges,
+        })).collect::<Vec<_>>(),
+    });
+    let json_path = args.out.join(format!("{}.json", scenario.name));
+    std::fs::write(&json_path, serde_json::to_string_pretty(&json)?)?;
+    let png_path = args.out.join(format!("{}.png", scenario.name));
+    let panels: Vec<plot::Panel<'_>> = names
+        .iter()
+        .zip(&results)
+        .map(|(n, (_, r, _))| plot::Panel {
+            title: n,
+            timeline: &r.timeline,
+            gauges: &r.gauges,
+        })
+        .collect();
+    plot::render(
+        &png_path,
+        scenario.title,
+        scenario.window(),
+        capacity_rps(),
+        &panels,
+    )?;
+    println!(
+        "written: {} and {}\n",
+        json_path.display(),
+        png_path.display()
+    );
+    Ok(())
+}
+
+/// A scenario's own figures, as printed lines and JSON: for the pool change, the gate's limit
+/// (and the backend's utilisation) before and after it; for the creep, the learned limit of
+/// the second minute against the last.
+fn own_figures(
+    scenario: &Scenario,
+    results: &[(Way, Run, stats::Figures)],
+) -> (Vec<String>, serde_json::Value) {
+    let limit = |g: &Gauges| g.limit.map(|l| l as f64);
+    let mut lines = Vec::new();
+    let mut json = Vec::new();
+    let w = scenario.window();
+    if let Some(at) = scenario.pool_change_s() {
+        let (before, after) = (stats::steady(w.onset_s, at), stats::steady(at, w.end_s));
+        for (way, r, _) in results {
+            let mean = |(from, to), f: &dyn Fn(&Gauges) -> Option<f64>| {
+                stats::mean_of(&r.gauges, from, to, f)
+            };
+            let (l0, l1) = (mean(before, &limit), mean(after, &limit));
+            let util = |g: &Gauges| Some(g.utilisation);
+            let (u0, u1) = (mean(before, &util), mean(after, &util));
+            let rose = l0.zip(l1).map(|(a, b)| b > a);
+            lines.push(format!(
+                "{}: limit with {POOL} connections {} (seconds {}-{}), with {} {} (seconds {}-{}){}; utilisation {} then {}",
+                way.name(),
+                opt(l0, 1),
+                before.0,
+                before.1,
+                2 * POOL,
+                opt(l1, 1),
+                after.0,
+                after.1,
+                match rose {
+                    Some(true) => ": rose",
+                    Some(false) => ": did not rise",
+                    None => "",
+                },
+                opt(u0.map(|u| 100.0 * u), 0) + "%",
+                opt(u1.map(|u| 100.0 * u), 0) + "%",
+            ));
+            json.push(serde_json::json!({
+                "way": way.key(),
+                "limit_before": l0, "limit_after": l1, "limit_rose": rose,
+                "utilisation_before": u0, "utilisation_after": u1,
+                "before_s": before, "after_s": after,
+            }));
+        }
+    }
+    if scenario.name == "creep" {
+        // The second minute against the last (a tenth of the run each when it is shorter
+        // than 10 minutes).
+        let span = (w.end_s / 10).clamp(1, 60);
+        for (way, r, _) in results {
+            let second = stats::mean_of(&r.gauges, span, 2 * span, limit);
+            let last = stats::mean_of(&r.gauges, w.end_s - span, w.end_s, limit);
+            let ratio = second.zip(last).map(|(a, b)| b / a);
+            let met = ratio.is_some_and(|r| (r - 1.0).abs() <= 0.1);
+            lines.push(format!(
+                "{}: mean limit, seconds {span}-{}: {}; last {span} s: {}; last / second = {} ({})",
+                way.name(),
+                2 * span,
+                opt(second, 1),
+                opt(last, 1),
+                opt(ratio, 3),
+                if met { "met: within 10%" } else { "missed" },
+            ));
+            json.push(serde_json::json!({
+                "way": way.key(), "span_s": span,
+                "second_span_limit": second, "last_span_limit": last,
+                "ratio": ratio, "within_10pct": met,
+            }));
+        }
+    }
+    (lines, serde_json::Value::Array(json))
+}
+
+fn opt(v: Option<f64>, decimals: usize) -> String {
+    v.map_or("-".to_owned(), |v| format!("{v:.decimals$}"))
+}
+
+/// Per second (every `every`th), per way: busy connections / pool, and the gate's limit,
+/// requests waiting and waiters timed out, where the way has them.
+fn gauge_table(results: &[(Way, Run, stats::Figures)], every: u64) -> String {
+    let mut out = String::from("| t |");
+    for (w, _, _) in results {
+        out.push_str(&format!(
+            " {}: busy / limit / waiting / timed out |",
+            w.key()
+        ));
+    }
+    out.push_str("\n|---|");
+    out.push_str(&"---|".repeat(results.len()));
+    out.push('\n');
+    let len = results
+        .iter()
+        .map(|(_, r, _)| r.gauges.len())
+        .max()
+        .unwrap_or(0);
+    for s in (0..len).step_by(every as usize) {
+        out.push_str(&format!("| {s} |"));
+        for (_, r, _) in results {
+            let Some(g) = r.gauges.get(s) else {
+                out.push_str(" |");
+                continue;
+            };
+            let n = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
+            out.push_str(&format!(
+                " {:.1}/{} / {} / {} / {} |",
+                g.busy,
+                g.pool,
+                n(g.limit),
+                n(g.waiting),
+                n(g.timed_out)
+            ));
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// Wait until no request of the load generator is outstanding, at most twice the client

@@ -1,5 +1,7 @@
 //! One PNG per scenario: a column per way it ran; on top, p99 latency per tier over time;
-//! below, successes per second per tier with the offered load. The incident is shaded.
+//! below, successes per second per tier with the offered load; when the backend and the gate
+//! were sampled, a third row: the gate's limit, requests waiting, busy connections and the
+//! pool's size. The incident is shaded.
 //!
 //! Drawn with plotters' bitmap backend only; text comes from font8x8's 8x8 glyphs (public
 //! domain), drawn pixel by pixel, so no font file or system library is involved.
@@ -10,7 +12,7 @@ use font8x8::legacy::BASIC_LEGACY;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::stats::{TIERS, Timeline, Window};
+use crate::stats::{Gauges, TIERS, Timeline, Window};
 
 /// One column of the figure.
 #[derive(Debug)]
@@ -19,6 +21,8 @@ pub(crate) struct Panel<'a> {
     pub(crate) title: &'a str,
     /// Its samples.
     pub(crate) timeline: &'a Timeline,
+    /// The backend and the gate per second (empty: not sampled, no third row).
+    pub(crate) gauges: &'a [Gauges],
 }
 
 const WIDTH: u32 = 1500;
@@ -152,7 +156,9 @@ pub(crate) fn render(
     capacity_rps: f64,
     panels: &[Panel<'_>],
 ) -> Result<(), Error> {
-    let root = BitMapBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
+    let gauged = panels.iter().any(|p| !p.gauges.is_empty());
+    let height = if gauged { HEIGHT * 3 / 2 } else { HEIGHT };
+    let root = BitMapBackend::new(path, (WIDTH, height)).into_drawing_area();
     root.fill(&WHITE)?;
     text(&root, 12, 10, title, 2, &BLACK)?;
     // Legend.
@@ -179,9 +185,13 @@ pub(crate) fn render(
         * 1.05;
     for (panel, column) in panels.iter().zip(&columns) {
         let (x0, y0) = column.get_base_pixel();
-        text(&root, x0 + 56, y0 + 2, panel.title, 2, &BLACK)?;
+        // Half size when the title would run into the next column.
+        let fits = text_width(panel.title, 2) <= column.dim_in_pixel().0 as i32 - 64;
+        let scale = if fits { 2 } else { 1 };
+        text(&root, x0 + 56, y0 + 2, panel.title, scale, &BLACK)?;
         let inner = column.margin(22, 0, 0, 0);
-        let (top, bottom) = inner.split_vertically(inner.dim_in_pixel().1 / 2);
+        let rows = inner.split_evenly((if gauged { 3 } else { 2 }, 1));
+        let (top, bottom) = (&rows[0], &rows[1]);
         let mid = |s: usize| s as f64 + 0.5;
         let latency: [Vec<(f64, f64)>; 3] = std::array::from_fn(|t| {
             panel
@@ -204,7 +214,7 @@ pub(crate) fn render(
             * 1.1;
         chart(
             &root,
-            &top,
+            top,
             "p99 latency (ms), answers that were not 429",
             x_max,
             y_lat,
@@ -228,7 +238,7 @@ pub(crate) fn render(
             .collect();
         chart(
             &root,
-            &bottom,
+            bottom,
             "succeeded per second (200 OK) per tier",
             x_max,
             rate_max,
@@ -236,9 +246,54 @@ pub(crate) fn render(
             &ok,
             Some(&offered),
         )?;
+        if gauged {
+            concurrency(&root, &rows[2], x_max, window, panel.gauges)?;
+        }
     }
     root.present()?;
     Ok(())
+}
+
+/// The third row: the gate's limit (blue), requests waiting (orange), busy connections
+/// (red), the pool's size (grey), per second.
+fn concurrency(
+    root: &Area<'_>,
+    area: &Area<'_>,
+    x_max: f64,
+    window: Window,
+    gauges: &[Gauges],
+) -> Result<(), Error> {
+    let mid = |s: usize| s as f64 + 0.5;
+    let line = |f: &dyn Fn(&Gauges) -> Option<f64>| -> Vec<(f64, f64)> {
+        gauges
+            .iter()
+            .enumerate()
+            .filter_map(|(s, g)| f(g).map(|v| (mid(s), v)))
+            .collect()
+    };
+    let series = [
+        line(&|g| g.limit.map(|l| l as f64)),
+        line(&|g| g.waiting.map(|w| w as f64)),
+        line(&|g| Some(g.busy)),
+    ];
+    let pool = line(&|g| Some(g.pool as f64));
+    let y_max = series
+        .iter()
+        .chain([&pool])
+        .flatten()
+        .map(|(_, v)| *v)
+        .fold(10.0, f64::max)
+        * 1.1;
+    chart(
+        root,
+        area,
+        "limit (blue) waiting (orange) busy (red) pool (grey)",
+        x_max,
+        y_max,
+        window,
+        &series,
+        Some(&pool),
+    )
 }
 
 /// The soak's figure: RSS (MB) on top, the engine's in-flight gauge below, one point per

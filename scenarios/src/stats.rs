@@ -1,7 +1,7 @@
 //! The pure part of the runner: a run's per-second samples and the figures of its table.
 //! No clock, no I/O: the unit tests below feed it made-up timelines.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use waitstate_core::histogram::Histogram;
 
 /// The tiers, highest priority first, as the load generator tags them.
@@ -44,6 +44,68 @@ impl TierSample {
 /// Per second, per tier (in [`TIERS`] order).
 pub(crate) type Timeline = Vec<[TierSample; 3]>;
 
+/// The backend and the gate during one second.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct Gauges {
+    /// Connections in the backend's pool.
+    pub(crate) pool: u64,
+    /// Connections busy, on average over the second.
+    pub(crate) busy: f64,
+    /// `busy / pool`.
+    pub(crate) utilisation: f64,
+    /// The gate's concurrency limit at the end of the second: WaitState's (learned, or its
+    /// static cap) or tower-acc's; `None` for the other ways.
+    pub(crate) limit: Option<u64>,
+    /// WaitState: slots in use at the end of the second.
+    pub(crate) in_flight: Option<u64>,
+    /// WaitState: requests waiting for a slot at the end of the second (all levels).
+    pub(crate) waiting: Option<u64>,
+    /// WaitState: waiters turned away during the second (deadline passed, or made late by a
+    /// higher level).
+    pub(crate) timed_out: Option<u64>,
+}
+
+/// Seconds of the incident left out of its steady part: the first ones (the gate is still
+/// reacting to the onset) and the last ones.
+pub(crate) const STEADY_SKIP: (u64, u64) = (3, 2);
+
+/// The steady part of `from..to`: [`STEADY_SKIP`] seconds off each end (empty if too short).
+pub(crate) fn steady(from: u64, to: u64) -> (u64, u64) {
+    let (from, to) = (from + STEADY_SKIP.0, to.saturating_sub(STEADY_SKIP.1));
+    (from, to.max(from))
+}
+
+/// Coefficient of variation (population standard deviation / mean); `None` with no values
+/// or a zero mean.
+pub(crate) fn cv(values: &[f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    if mean <= 0.0 {
+        return None;
+    }
+    let var = values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
+    Some(var.sqrt() / mean)
+}
+
+/// The mean of `f` over the gauges of seconds `from..to` that have a value.
+pub(crate) fn mean_of(
+    gauges: &[Gauges],
+    from: u64,
+    to: u64,
+    f: impl Fn(&Gauges) -> Option<f64>,
+) -> Option<f64> {
+    let v: Vec<f64> = gauges
+        .iter()
+        .take(to as usize)
+        .skip(from as usize)
+        .filter_map(f)
+        .collect();
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
+
 /// When the incident starts and ends, in seconds from the start of the run.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub(crate) struct Window {
@@ -79,6 +141,17 @@ pub(crate) struct Figures {
     pub(crate) shed_episodes: u32,
     /// Per tier, over the whole run: offered, admitted, succeeded, shed, errors.
     pub(crate) totals: Vec<TierTotals>,
+    /// Per tier: coefficient of variation of admitted per second over the steady part of the
+    /// incident ([`steady`]); Poisson arrivals alone give about 1/sqrt(mean).
+    pub(crate) admitted_cv: [Option<f64>; 3],
+    /// Backend utilisation (busy connections / pool) averaged over the incident.
+    pub(crate) utilisation: Option<f64>,
+    /// The gate's limit over the steady part of the incident: mean, lowest, highest.
+    pub(crate) limit: Option<(f64, u64, u64)>,
+    /// WaitState: requests waiting for a slot, averaged over the incident's seconds.
+    pub(crate) waiting_mean: Option<f64>,
+    /// WaitState: waiters turned away during the incident.
+    pub(crate) timed_out: Option<u64>,
 }
 
 /// One tier's totals over a run.
@@ -143,10 +216,12 @@ fn shedding(second: &[TierSample; 3]) -> bool {
     offered > 0 && shed * 100 > offered
 }
 
-/// The figures of a run. `capacity_rps` is what the backend can serve during the incident;
-/// `first_shed_s` is measured by the runner to the millisecond.
+/// The figures of a run. `gauges` may be empty (not measured); `capacity_rps` is what the
+/// backend can serve during the incident; `first_shed_s` is measured by the runner to the
+/// millisecond.
 pub(crate) fn figures(
     timeline: &Timeline,
+    gauges: &[Gauges],
     window: Window,
     capacity_rps: f64,
     first_shed_s: Option<f64>,
@@ -216,6 +291,29 @@ pub(crate) fn figures(
         })
         .collect();
 
+    let (from, to) = steady(window.onset_s, window.end_s);
+    let admitted_cv = std::array::from_fn(|t| {
+        let per_second: Vec<f64> = (from..to.min(len))
+            .map(|s| timeline[s as usize][t].admitted() as f64)
+            .collect();
+        cv(&per_second)
+    });
+    let incident = gauges
+        .iter()
+        .take(window.end_s as usize)
+        .skip(window.onset_s as usize);
+    let limits: Vec<u64> = gauges
+        .iter()
+        .take(to as usize)
+        .skip(from as usize)
+        .filter_map(|g| g.limit)
+        .collect();
+    let limit = (!limits.is_empty()).then(|| {
+        let mean = limits.iter().sum::<u64>() as f64 / limits.len() as f64;
+        let (lo, hi) = (limits.iter().min(), limits.iter().max());
+        (mean, *lo.unwrap_or(&0), *hi.unwrap_or(&0))
+    });
+
     Figures {
         enterprise_success_pct: pct(ent_after.succeeded, ent_after.offered),
         enterprise_p99_calm_ms: ent_calm.latency.quantile_ms(0.99),
@@ -227,6 +325,15 @@ pub(crate) fn figures(
         recovery_s,
         shed_episodes,
         totals,
+        admitted_cv,
+        utilisation: mean_of(gauges, window.onset_s, window.end_s, |g| {
+            Some(g.utilisation)
+        }),
+        limit,
+        waiting_mean: mean_of(gauges, window.onset_s, window.end_s, |g| {
+            g.waiting.map(|w| w as f64)
+        }),
+        timed_out: incident.filter_map(|g| g.timed_out).reduce(|a, b| a + b),
     }
 }
 
@@ -276,7 +383,7 @@ pub(crate) fn markdown_table(runs: &[(&str, &Figures)]) -> String {
     out.push_str(&"---|".repeat(runs.len()));
     out.push('\n');
     type Row = (&'static str, fn(&Figures) -> String);
-    let rows: [Row; 9] = [
+    let rows: [Row; 13] = [
         ("enterprise success (onset to end)", |f| {
             format!(
                 "{:.2}% ({})",
@@ -330,6 +437,33 @@ pub(crate) fn markdown_table(runs: &[(&str, &Figures)]) -> String {
                 })
                 .collect::<Vec<_>>()
                 .join("<br>")
+        }),
+        ("admitted/s, coefficient of variation (steady part)", |f| {
+            TIERS
+                .iter()
+                .zip(f.admitted_cv)
+                .map(|(t, cv)| match cv {
+                    Some(cv) => format!("{t}: {cv:.2}"),
+                    None => format!("{t}: -"),
+                })
+                .collect::<Vec<_>>()
+                .join("<br>")
+        }),
+        ("backend utilisation during the incident", |f| {
+            f.utilisation
+                .map_or("-".to_owned(), |u| format!("{:.0}%", 100.0 * u))
+        }),
+        ("limit (steady part): mean (lowest-highest)", |f| {
+            match f.limit {
+                Some((mean, lo, hi)) => format!("{mean:.1} ({lo}-{hi})"),
+                None => "-".to_owned(),
+            }
+        }),
+        ("queue: mean waiting / timed out, incident", |f| {
+            match (f.waiting_mean, f.timed_out) {
+                (Some(w), Some(t)) => format!("{w:.1} / {t}"),
+                _ => "-".to_owned(),
+            }
         }),
     ];
     for (name, cell) in rows {
@@ -390,7 +524,7 @@ mod tests {
             .chain((0..3).map(|_| second(10, 0, 0, 100)))
             .collect();
         let t = timeline(second(30, 20, 0, 120), &after);
-        let f = figures(&t, W, 30.0, Some(0.4));
+        let f = figures(&t, &[], W, 30.0, Some(0.4));
         // enterprise: from the onset, 5 x 30 + 5 x 10 offered, 5 x 20 + 2 shed.
         assert_eq!(f.totals[0].offered, 50 + 150 + 50);
         assert_eq!(f.totals[0].shed, 102);
@@ -418,7 +552,7 @@ mod tests {
             second(10, 0, 0, 400),
         ];
         let t = timeline(second(30, 20, 0, 120), &after);
-        let f = figures(&t, W, 30.0, None);
+        let f = figures(&t, &[], W, 30.0, None);
         assert_eq!(f.shed_episodes, 2);
         // The last second is 4x the calm p95: never recovered within the run.
         assert_eq!(f.recovery_s, None);
@@ -441,7 +575,7 @@ mod tests {
             !is_calm(&t[13], &[Some(100.0); 3]),
             "one second alone is not calm"
         );
-        assert_eq!(figures(&t, W, 30.0, None).recovery_s, Some(0));
+        assert_eq!(figures(&t, &[], W, 30.0, None).recovery_s, Some(0));
         // A window that holds a shed is not calm: recovery waits for it to leave.
         after.extend([
             second(10, 0, 0, 100),
@@ -450,19 +584,74 @@ mod tests {
         ]);
         after[4] = second(10, 1, 0, 100);
         let t = timeline(second(30, 20, 0, 120), &after);
-        assert_eq!(figures(&t, W, 30.0, None).recovery_s, Some(5));
+        assert_eq!(figures(&t, &[], W, 30.0, None).recovery_s, Some(5));
     }
 
     #[test]
     fn no_gate_errors_and_slow_answers_are_not_goodput() {
         let t = timeline(second(30, 0, 10, 900), &[second(10, 0, 0, 100)]);
-        let f = figures(&t, W, 30.0, None);
+        let f = figures(&t, &[], W, 30.0, None);
         assert_eq!(f.goodput_rps, 0.0);
         assert_eq!(f.shed_episodes, 0);
         assert_eq!(f.recovery_s, Some(0));
         let table = markdown_table(&[("no gate", &f), ("again", &f)]);
         assert!(table.starts_with("| | no gate | again |\n|---|---|---|\n"));
         assert!(table.contains("never (missed)"));
-        assert_eq!(table.lines().count(), 2 + 9);
+        assert_eq!(table.lines().count(), 2 + 13);
+    }
+
+    #[test]
+    fn steady_admission_utilisation_and_the_limit() {
+        assert_eq!(cv(&[]), None);
+        assert_eq!(cv(&[0.0, 0.0]), None);
+        assert_eq!(cv(&[5.0; 4]), Some(0.0));
+        // Mean 10, population standard deviation 5.
+        assert!((cv(&[5.0, 15.0]).unwrap() - 0.5).abs() < 1e-12);
+        assert_eq!(steady(10, 40), (13, 38));
+        assert_eq!(steady(10, 14), (13, 13));
+
+        // 20 s: incident 5..15, steady part 8..13. Enterprise's admitted alternates 20/40 in
+        // the steady part only; free is all shed.
+        let mut t: Timeline = (0..20).map(|_| second(30, 0, 0, 100)).collect();
+        for (s, tiers) in t.iter_mut().enumerate() {
+            tiers[0].offered = if (8..13).contains(&s) && s % 2 == 0 {
+                20
+            } else if (8..13).contains(&s) {
+                40
+            } else {
+                30
+            };
+            tiers[2].shed = if (5..15).contains(&s) { 30 } else { 0 };
+        }
+        let gauges: Vec<Gauges> = (0..20u64)
+            .map(|s| {
+                let incident = (5..15).contains(&s);
+                Gauges {
+                    pool: 10,
+                    busy: if incident { 9.0 } else { 5.0 },
+                    utilisation: if incident { 0.9 } else { 0.5 },
+                    limit: Some(if s == 9 { 20 } else { 12 }),
+                    in_flight: Some(10),
+                    waiting: Some(if incident { 4 } else { 0 }),
+                    timed_out: Some(if incident { 3 } else { 1 }),
+                }
+            })
+            .collect();
+        let w = Window {
+            onset_s: 5,
+            end_s: 15,
+        };
+        let f = figures(&t, &gauges, w, 100.0, None);
+        // 20, 40, 20, 40, 20 (seconds 8..13): mean 28, standard deviation sqrt(96).
+        assert!((f.admitted_cv[0].unwrap() - 96f64.sqrt() / 28.0).abs() < 1e-12);
+        assert_eq!(f.admitted_cv[1], Some(0.0));
+        assert_eq!(f.admitted_cv[2], None);
+        assert!((f.utilisation.unwrap() - 0.9).abs() < 1e-12);
+        assert_eq!(f.limit, Some((13.6, 12, 20)));
+        assert_eq!(f.waiting_mean, Some(4.0));
+        assert_eq!(f.timed_out, Some(30));
+        // Not measured: no gauge figure.
+        let f = figures(&t, &[], w, 100.0, None);
+        assert_eq!((f.utilisation, f.limit, f.timed_out), (None, None, None));
     }
 }
