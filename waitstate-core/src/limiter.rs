@@ -43,6 +43,10 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The least a request costs against a rate budget, in weight units: a budget admits at most
+/// 100 times more weightless requests than requests of weight 1.
+pub(crate) const MIN_COST: f64 = 0.01;
+
 /// GCRA parameters, compiled from a rate: nanoseconds per weight unit and the tolerance.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct Gcra {
@@ -83,8 +87,9 @@ impl Gcra {
     }
 
     /// Try to spend `weight` units at `now` (nanoseconds since the engine's origin).
-    /// `Ok(())`, or `Err(wait)` until the request would fit. A weight above the burst costs
-    /// the whole burst (it needs a full bucket) so it is never starved forever.
+    /// `Ok(())`, or `Err(wait)` until the request would fit. Every request costs at least
+    /// [`MIN_COST`] units, so a weight of 0 cannot pass a budget for free; the engine refuses
+    /// a weight above the burst before it gets here (it would cost the whole burst).
     pub(crate) fn try_acquire(
         &self,
         tat: &AtomicU64,
@@ -94,7 +99,7 @@ impl Gcra {
         if !self.ns_per_unit.is_finite() {
             return Err(Duration::from_secs(1));
         }
-        let cost = ((weight * self.ns_per_unit) as u64).min(self.tolerance_ns);
+        let cost = ((weight.max(MIN_COST) * self.ns_per_unit) as u64).min(self.tolerance_ns);
         let mut cur = tat.load(Relaxed);
         loop {
             let base = cur.max(now_ns);

@@ -5,6 +5,8 @@
 //! - an infinite weight: v1 lets it through when no finite limit applies; we reject it as
 //!   `over_weight` (an infinite cost cannot be charged against any budget);
 //! - an empty tag: v1 treats `""` as a tag of its own; we count it as `__default__`;
+//! - a weight of 0 on a blocked tag (`tagMaxWeights` 0): v1 lets it through (`0 > 0` is
+//!   false); for us blocked means blocked for every weight;
 //! - a tag longer than `MAX_TAG_LEN` bytes: we count it under `__overflow__`, so a v1 policy
 //!   entry for such a tag does not apply to it.
 
@@ -82,7 +84,16 @@ proptest! {
         w in weight(),
     ) {
         let v1_policy: waitstate_v1::Policy = serde_json::from_str(&json).unwrap();
-        let expected = gate(&v1_policy, tag, w).reason;
+        let mut expected = gate(&v1_policy, tag, w).reason;
+        // The one deliberate difference the generator reaches: weight 0 on a blocked tag.
+        let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let max = doc["tagMaxWeights"][tag.unwrap_or(DEFAULT_TAG)].as_f64();
+        if w == Some(0.0)
+            && max.is_some_and(|m| m <= 0.0)
+            && matches!(expected, GateReason::Allowed | GateReason::OverWeight)
+        {
+            expected = GateReason::TagBlocked;
+        }
 
         let mut config = Config::default();
         config.tags.insert("enterprise".into(), 100);
@@ -123,4 +134,21 @@ fn documented_difference_empty_tag_is_default() {
     assert!(
         matches!(d, Decision::Rejected(ref r) if r.reason() == Reason::TagBlocked && r.tag() == DEFAULT_TAG)
     );
+}
+
+#[test]
+fn documented_difference_weight_zero_on_a_blocked_tag() {
+    let json = r#"{"globalMaxWeight":null,"tagMaxWeights":{"free":0}}"#;
+    let v1 = gate(
+        &serde_json::from_str(json).unwrap(),
+        Some("free"),
+        Some(0.0),
+    );
+    assert_eq!(v1.reason, GateReason::Allowed);
+    let engine = Engine::new(&Config::default()).unwrap();
+    engine
+        .set_remote_policy(Some(Policy::from_json(json).unwrap()))
+        .unwrap();
+    let d = engine.decide(&Demand::new("free").weight(0.0), std::time::Duration::ZERO);
+    assert_eq!(d.reason(), Some(Reason::TagBlocked));
 }

@@ -217,7 +217,15 @@ fn count_admitted(slot: &TagSlot, weight: f64, would_reject: Option<Reason>) {
     }
     slot.admitted.fetch_add(1, Relaxed);
     slot.admitted_weight_milli
-        .fetch_add((weight * 1000.0) as u64, Relaxed);
+        .fetch_add(milli_units(weight), Relaxed);
+}
+
+/// A request's weight in thousandths of a unit, at most 2^40 (a billion units), so that the
+/// cumulative sum cannot wrap before 2^24 such requests (`as` already saturates NaN and
+/// infinities; the engine refuses them before this).
+#[inline]
+fn milli_units(weight: f64) -> u64 {
+    ((weight * 1000.0) as u64).min(1 << 40)
 }
 
 /// Count an admission whose slot is held, and hand out its ticket.
@@ -288,7 +296,9 @@ fn run_checks(
     if l.global_max_weight <= 0.0 {
         return Err(Refused::because(Reason::GlobalBlock));
     }
-    if w > l.max_weight {
+    // `block` is a max weight of 0 (v1's `tagMaxWeights: 0`): blocked means blocked for
+    // every weight, 0 and -0 included (v1 lets a weight of 0 through).
+    if w > l.max_weight || l.max_weight <= 0.0 {
         return Err(Refused::because(Reason::TagBlocked));
     }
     if w > l.global_max_weight {
@@ -308,6 +318,10 @@ fn run_checks(
         }
     }
     if let Some(gcra) = &l.rate {
+        // Heavier than the whole burst: it could never fit, and must not drain the budget.
+        if w > gcra.burst() {
+            return Err(Refused::because(Reason::OverWeight));
+        }
         let tat = if dry { &slot.dry_tat } else { &slot.tat };
         if let Err(wait) = gcra.try_acquire(tat, now_ns(), w) {
             let quota = Quota {

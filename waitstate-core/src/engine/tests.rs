@@ -515,3 +515,60 @@ fn a_client_deadline_shorter_than_the_service_time_is_not_queued() {
         Admit::Queued(_)
     ));
 }
+
+#[test]
+fn a_blocked_tag_is_blocked_for_every_weight() {
+    let e = tiers();
+    let mut p = Policy::default();
+    p.tag_max_weights.insert("free".into(), 0.0);
+    e.set_remote_policy(Some(p)).unwrap();
+    for w in [0.0, -0.0, f64::MIN_POSITIVE / 2.0, 1e-300, 1.0] {
+        assert_eq!(
+            reason(&e, "free", w),
+            Some(Reason::TagBlocked),
+            "weight {w:e}"
+        );
+    }
+    assert_eq!(reason(&e, "pro", 0.0), None);
+}
+
+#[test]
+fn every_admitted_request_costs_its_rate_budget_something() {
+    let e = tiers();
+    let mut p = Policy::default();
+    p.tag_rate_limits.insert("free".into(), 1.0);
+    e.set_remote_policy(Some(p)).unwrap();
+    // Weight 0 is charged the minimum cost: a second's budget is not bottomless.
+    let admitted = (0..1000)
+        .take_while(|_| reason(&e, "free", 0.0).is_none())
+        .count();
+    assert!(
+        admitted < 1000,
+        "weight 0 passed a 1/s budget {admitted} times"
+    );
+}
+
+#[test]
+fn a_weight_above_the_budget_is_refused_without_draining_it() {
+    let e = tiers();
+    let mut p = Policy::default();
+    p.tag_rate_limits.insert("free".into(), 10.0);
+    e.set_remote_policy(Some(p)).unwrap();
+    // Heavier than the whole burst: it could never fit, and must not empty the bucket.
+    assert_eq!(reason(&e, "free", 1e9), Some(Reason::OverWeight));
+    for _ in 0..10 {
+        assert_eq!(reason(&e, "free", 1.0), None);
+    }
+    assert_eq!(reason(&e, "free", 1.0), Some(Reason::RateLimited));
+}
+
+#[test]
+fn the_admitted_weight_sum_cannot_wrap() {
+    let e = tiers();
+    for w in [1e300, 1e300, 1.0] {
+        assert!(e.decide(&Demand::new("pro").weight(w), T0).is_allowed());
+    }
+    let c = e.counters("pro").unwrap();
+    // Each huge weight counts as at most a billion units; nothing wrapped to a small sum.
+    assert!(c.admitted_weight >= 2e9, "{}", c.admitted_weight);
+}
