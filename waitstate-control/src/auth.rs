@@ -110,6 +110,10 @@ impl SignedPulse {
         if !wire::verify(key.secret_key.as_bytes(), body, ts_text, signature) {
             return Err(Refusal::BadSignature);
         }
+        // Verified, so it is 64 hex digits; the replay cache keys on the bytes, whatever
+        // the letters' case.
+        let mut mac = [0u8; 32];
+        hex::decode_to_slice(signature, &mut mac).map_err(|_| Refusal::BadSignature)?;
         let ts = ts_text
             .trim()
             .parse::<u64>()
@@ -121,7 +125,7 @@ impl SignedPulse {
         }
         if !state
             .replay()
-            .first_sight(signature, ts, now_ms.saturating_sub(skew))
+            .first_sight(&mac, ts, now_ms.saturating_sub(skew))
         {
             return Err(Refusal::Replay);
         }

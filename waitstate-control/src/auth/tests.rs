@@ -212,3 +212,35 @@ async fn refusals_answer_with_their_status() {
     let response = BodyRejection::from(r.unwrap_err()).into_response();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 }
+
+/// Issue 15, item 2: hex is decoded case-insensitively, so the replay cache must not key on
+/// the signature's text: the same pulse with its signature's letters re-cased is a replay.
+#[tokio::test]
+async fn a_pulse_replayed_with_its_signature_re_cased_is_a_replay() {
+    let (state, _) = state();
+    let ts = NOW_MS.to_string();
+    let sig = wire::sign(SK.as_bytes(), BODY.as_bytes(), &ts);
+    assert!(sig.chars().any(|c| c.is_ascii_alphabetic()), "{sig}");
+    let with_signature = |sig: String| {
+        Request::builder()
+            .method("POST")
+            .uri("/v1/pulse")
+            .header(HEADER_ID, PK)
+            .header(HEADER_TIMESTAMP, ts.as_str())
+            .header(HEADER_SIGNATURE, sig)
+            .body(Body::from(BODY))
+            .unwrap()
+    };
+    assert!(pulse(&state, with_signature(sig.clone())).await.is_ok());
+    // Every letter upper case, then each single letter flipped: all the same MAC.
+    let mut variants = vec![sig.to_ascii_uppercase()];
+    for (i, c) in sig.char_indices().filter(|(_, c)| c.is_ascii_alphabetic()) {
+        let mut v = sig.clone();
+        v.replace_range(i..=i, &c.to_ascii_uppercase().to_string());
+        variants.push(v);
+    }
+    for v in variants {
+        let r = pulse(&state, with_signature(v.clone())).await;
+        assert_eq!(r.unwrap_err(), Refusal::Replay, "{v}");
+    }
+}
