@@ -21,6 +21,11 @@ const MAX_TAG_METRICS: usize = 1024;
 const MAX_DEMAND_SAMPLES: usize = 1024;
 /// Most custom metrics per tag in one pulse.
 const MAX_CUSTOM_PER_TAG: usize = 64;
+/// Largest count the fleet rules are fed (2^48, about 2.8e14 requests in one window: no real
+/// fleet comes near it). The reflex adds windows with plain sums (`TagCounters::merge`,
+/// `Aggregate::merge` in waitstate-core), so counts that saturated at `u64::MAX` here are
+/// capped before they reach it; 65 536 windows of the cap still fit in a `u64`.
+const RULE_FEED_CAP: u64 = 1 << 48;
 
 /// Why a pulse was refused: nothing of it was stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,11 +56,60 @@ impl Instance {
     }
 }
 
-/// `sums[tag] += n` for every entry of `counts`.
+/// `sums[tag] += n` for every entry of `counts`, saturating.
 fn add_counts(sums: &mut BTreeMap<String, u64>, counts: &BTreeMap<String, u64>) {
     for (tag, n) in counts {
-        *sums.entry(tag.clone()).or_insert(0) += n;
+        add_to(sums.entry(tag.clone()).or_insert(0), *n);
     }
+}
+
+/// `*sum += n`, saturating at `u64::MAX`. Every count here comes from the network: a
+/// hostile pulse can send `u64::MAX`, and a plain `+=` would wrap in a release build and
+/// panic in a debug one (issue 15, item 8).
+fn add_to(sum: &mut u64, n: u64) {
+    *sum = sum.saturating_add(n);
+}
+
+/// All of a tag's rejections, saturating ([`TagCounters::rejected_total`] is a plain sum).
+pub(crate) fn rejected_total(c: &TagCounters) -> u64 {
+    c.rejected.iter().fold(0, |a, &n| a.saturating_add(n))
+}
+
+/// Admitted plus rejected, saturating ([`TagCounters::offered`] is a plain sum).
+fn offered(c: &TagCounters) -> u64 {
+    c.admitted.saturating_add(rejected_total(c))
+}
+
+/// `into += from`, field by field, saturating: [`TagCounters::merge`] with no overflow on
+/// hostile counts. Weights and latency sums are floats or already bounded.
+fn merge_counters(into: &mut TagCounters, from: &TagCounters) {
+    add_to(&mut into.admitted, from.admitted);
+    into.admitted_weight = (into.admitted_weight + from.admitted_weight).min(f64::MAX);
+    for (a, b) in into.rejected.iter_mut().zip(&from.rejected) {
+        add_to(a, *b);
+    }
+    add_to(&mut into.would_reject, from.would_reject);
+    add_to(&mut into.completed, from.completed);
+    add_to(&mut into.errors, from.errors);
+    add_to(&mut into.latency_sum_us, from.latency_sum_us);
+    add_to(&mut into.in_flight, from.in_flight);
+    into.latency.merge(&from.latency);
+}
+
+/// A tag's counters as the fleet rules get them: every count capped at [`RULE_FEED_CAP`].
+fn for_rules(c: &TagCounters) -> TagCounters {
+    let cap = |n: u64| n.min(RULE_FEED_CAP);
+    let mut out = c.clone();
+    out.admitted = cap(c.admitted);
+    for n in &mut out.rejected {
+        *n = cap(*n);
+    }
+    out.would_reject = cap(c.would_reject);
+    out.completed = cap(c.completed);
+    out.errors = cap(c.errors);
+    out.latency_sum_us = cap(c.latency_sum_us);
+    out.in_flight = cap(c.in_flight);
+    out
 }
 
 /// `sums[tag] -= n` for every entry of `counts`; entries that reach 0 are removed.
@@ -216,12 +270,14 @@ fn decode(m: &TagMetric) -> Result<Delta, IngestError> {
             if !(agg.min.is_finite() && agg.max.is_finite() && agg.sum.is_finite()) {
                 return Err(IngestError::Malformed("customMetrics: value"));
             }
-            custom.push((name.clone(), *agg));
+            let mut agg = *agg;
+            agg.count = agg.count.min(RULE_FEED_CAP);
+            custom.push((name.clone(), agg));
         }
     }
     Ok(Delta {
         tag: m.tag.clone(),
-        offered: c.offered().max(m.count),
+        offered: offered(&c).max(m.count),
         counters: c,
         in_flight: m.in_flight.unwrap_or(0),
         custom,
@@ -286,38 +342,39 @@ impl Fleets {
             } else {
                 OVERFLOW_TAG.to_owned()
             };
-            shard
-                .cumulative
-                .entry(tag.clone())
-                .or_default()
-                .merge(&d.counters);
+            merge_counters(
+                shard.cumulative.entry(tag.clone()).or_default(),
+                &d.counters,
+            );
             if fresh {
-                shard
-                    .fresh
-                    .entry(tag.clone())
-                    .or_default()
-                    .merge(&d.counters);
+                merge_counters(shard.fresh.entry(tag.clone()).or_default(), &d.counters);
                 for (name, agg) in d.custom {
                     shard.custom.push((Some(tag.clone()), name, agg));
                 }
             }
-            *demand.entry(tag.clone()).or_insert(0) += d.offered;
-            *in_flight.entry(tag).or_insert(0) += d.in_flight;
+            add_to(demand.entry(tag.clone()).or_insert(0), d.offered);
+            add_to(in_flight.entry(tag).or_insert(0), d.in_flight);
         }
         if v1 && body.metrics.errors > 0.0 {
-            // v1 sends errors for the whole service only.
+            // v1 sends errors for the whole service only (a float: `as` saturates).
             let errors = body.metrics.errors as u64;
-            shard
-                .cumulative
-                .entry(DEFAULT_TAG.to_owned())
-                .or_default()
-                .errors += errors;
-            if fresh {
-                shard
-                    .fresh
+            add_to(
+                &mut shard
+                    .cumulative
                     .entry(DEFAULT_TAG.to_owned())
                     .or_default()
-                    .errors += errors;
+                    .errors,
+                errors,
+            );
+            if fresh {
+                add_to(
+                    &mut shard
+                        .fresh
+                        .entry(DEFAULT_TAG.to_owned())
+                        .or_default()
+                        .errors,
+                    errors,
+                );
             }
         }
         let inst = shard
@@ -347,7 +404,7 @@ impl Fleets {
                 sub_counts(&mut shard.demand_total, &old);
             }
         }
-        shard.pulses += 1;
+        add_to(&mut shard.pulses, 1);
         Ok(())
     }
 
@@ -364,7 +421,7 @@ impl Fleets {
             let mut gauge: BTreeMap<&str, u64> = BTreeMap::new();
             for inst in shard.instances.values() {
                 for (tag, n) in &inst.in_flight {
-                    *gauge.entry(tag.as_str()).or_insert(0) += n;
+                    add_to(gauge.entry(tag.as_str()).or_insert(0), *n);
                 }
             }
             let mut reading = Reading::default();
@@ -372,8 +429,12 @@ impl Fleets {
                 .fresh
                 .iter()
                 .map(|(tag, c)| {
-                    let mut c = c.clone();
-                    c.in_flight = gauge.get(tag.as_str()).copied().unwrap_or(0);
+                    let mut c = for_rules(c);
+                    c.in_flight = gauge
+                        .get(tag.as_str())
+                        .copied()
+                        .unwrap_or(0)
+                        .min(RULE_FEED_CAP);
                     TagReading::new(tag.clone(), engine.priority_of(tag), c)
                 })
                 .collect();
@@ -645,6 +706,83 @@ mod tests {
         assert!(
             f.ingest("o", &pulse("", vec![]), now, &server, &engine)
                 .is_err()
+        );
+    }
+
+    /// Issue 15, item 8: hostile telemetry (every count `u64::MAX`, from two instances and
+    /// twice) saturates instead of wrapping (or panicking in a debug build).
+    #[tokio::test(start_paused = true)]
+    async fn hostile_counts_saturate() {
+        let server = ServerConfig::default();
+        let engine = Config::from_toml_str(
+            "[tags]\nfree = 10\n[[rules]]\nrule = \"when rps of free > 1 then limit free to 100/s\"\n",
+        )
+        .unwrap();
+        let max = u64::MAX;
+        let hostile = |id: &str| {
+            let mut ours = tm("free", max);
+            ours.admitted_weight = Some(f64::MAX);
+            ours.rejected = Some(
+                Reason::ALL
+                    .iter()
+                    .map(|r| (r.as_str().to_owned(), max))
+                    .collect(),
+            );
+            ours.would_reject = Some(max);
+            ours.completed = Some(max);
+            ours.errors = Some(max);
+            ours.in_flight = Some(max);
+            ours.latency = f64::MAX;
+            ours.custom_metrics = Some(
+                [(
+                    "queue_depth".to_owned(),
+                    Aggregate {
+                        min: 0.0,
+                        max: 1.0,
+                        sum: 1.0,
+                        count: max,
+                    },
+                )]
+                .into_iter()
+                .collect(),
+            );
+            let mut v1 = TagMetric::default();
+            v1.tag = "pro".into();
+            v1.count = max;
+            v1.latency_buckets = Some(vec![max; 8]);
+            let mut b = pulse(id, vec![ours.clone(), ours]);
+            b.metrics.errors = f64::MAX;
+            let mut v1_body = pulse(id, vec![v1]);
+            v1_body.metrics.errors = f64::MAX;
+            (b, v1_body)
+        };
+        let mut f = Fleets::default();
+        let now = Instant::now();
+        for _ in 0..2 {
+            for id in ["a", "b"] {
+                let (ours, v1) = hostile(id);
+                f.ingest("o", &ours, now, &server, &engine).unwrap();
+                f.ingest("o", &v1, now, &server, &engine).unwrap();
+            }
+        }
+        f.tick(now, Duration::from_secs(1), &server, &engine);
+        let shard = f.shard("o", "").unwrap();
+        let free = &shard.view().tags["free"];
+        assert_eq!(free.admitted, max);
+        assert!(free.rejected.iter().all(|&n| n == max));
+        assert_eq!(
+            (free.completed, free.errors, free.would_reject),
+            (max, max, max)
+        );
+        assert_eq!(shard.view().tags["pro"].admitted, max);
+        assert_eq!(shard.view().tags[DEFAULT_TAG].errors, max);
+        assert_eq!(shard.demand_total["free"], max);
+        assert_eq!(shard.pulses, 8);
+        let p = answer(Some(shard), Some("a"), &server, &engine);
+        assert!(
+            p.tag_rate_limits
+                .values()
+                .all(|r| r.is_finite() && *r >= 0.0)
         );
     }
 

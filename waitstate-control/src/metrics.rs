@@ -110,7 +110,7 @@ pub(crate) fn render(c: &Counters, fleets: &Mutex<Fleets>) -> String {
             let _ = writeln!(
                 tags,
                 "waitstate_tag_requests_total{{{labels},tag=\"{t}\",outcome=\"shed\"}} {}",
-                counters.rejected_total()
+                crate::fleet::rejected_total(counters)
             );
         }
     }
