@@ -113,12 +113,16 @@ pub enum SafeMode {
 /// safe_mode_max_rps = 50
 /// ```
 ///
-/// The secret key is never printed: `Debug` redacts it and serializing skips it.
+/// The secret key is never printed: `Debug` redacts it and serializing skips it. It is
+/// sent to the control plane to buy a token (`POST /v1/auth/token`, as v1 does), so a
+/// plain `http://` base URL is refused unless its host is this machine (`localhost`,
+/// `127.0.0.0/8`, `[::1]`) or [`ControlPlane::allow_insecure_http`] says otherwise.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct ControlPlane {
-    /// The control plane's base URL (`https://...`; `http://` only for local testing).
+    /// The control plane's base URL: `https://...`; `http://` only on loopback, or with
+    /// [`ControlPlane::allow_insecure_http`].
     pub base_url: String,
     /// The publish key (`x-waitstate-id`).
     pub publish_key: String,
@@ -151,6 +155,11 @@ pub struct ControlPlane {
     /// reached; older ones are dropped (default 10).
     #[serde(default = "default_carried_windows")]
     pub carried_windows: usize,
+    /// Accept a plain `http://` control plane that is not on loopback (default `false`):
+    /// the secret key and the telemetry then cross the network unencrypted. For a private
+    /// network you trust, or a TLS-terminating sidecar on another address.
+    #[serde(default)]
+    pub allow_insecure_http: bool,
 }
 
 impl fmt::Debug for ControlPlane {
@@ -167,6 +176,7 @@ impl fmt::Debug for ControlPlane {
             .field("safe_mode", &self.safe_mode)
             .field("safe_mode_max_rps", &self.safe_mode_max_rps)
             .field("carried_windows", &self.carried_windows)
+            .field("allow_insecure_http", &self.allow_insecure_http)
             .finish()
     }
 }
@@ -190,6 +200,7 @@ impl ControlPlane {
             safe_mode: SafeMode::default(),
             safe_mode_max_rps: default_safe_mode_max_rps(),
             carried_windows: default_carried_windows(),
+            allow_insecure_http: false,
         }
     }
 
@@ -241,13 +252,33 @@ impl ControlPlane {
         self
     }
 
+    /// Accept a plain `http://` control plane off loopback (default `false`). The secret
+    /// key is then sent unencrypted: only for a network you trust.
+    pub fn allow_insecure_http(mut self, allow: bool) -> Self {
+        self.allow_insecure_http = allow;
+        self
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         let key = |k: &str| format!("control_plane.{k}");
         let url = self.base_url.trim();
-        if !(url.starts_with("https://") || url.starts_with("http://")) || url.len() < 10 {
+        let scheme = url
+            .get(..8)
+            .map(str::to_ascii_lowercase)
+            .unwrap_or_default();
+        let https = scheme.starts_with("https://");
+        if !(https || scheme.starts_with("http://")) || url.len() < 10 {
             return Err(ConfigError::invalid(
                 key("base_url"),
                 "must be an http:// or https:// URL",
+            ));
+        }
+        if !https && !self.allow_insecure_http && !is_loopback_url(url) {
+            return Err(ConfigError::invalid(
+                key("base_url"),
+                "a plain http:// control plane must be on loopback (localhost, 127.0.0.0/8, \
+                 [::1]): the secret key would cross the network unencrypted; use https://, \
+                 or set allow_insecure_http = true for a network you trust",
             ));
         }
         for (k, v) in [
@@ -284,6 +315,34 @@ impl ControlPlane {
             ));
         }
         Ok(())
+    }
+}
+
+/// Whether an `http://` URL's host is this machine: `localhost`, an address of
+/// `127.0.0.0/8`, or `[::1]`. Strict where parsers differ: the authority ends at the first
+/// `/`, `\\`, `?` or `#` (as WHATWG parsers, reqwest's included, end it for http), the
+/// host follows the last `@`, and anything not plainly one of those hosts (a numeric
+/// shorthand such as `127.1`, a percent-escape) is not loopback.
+pub(crate) fn is_loopback_url(url: &str) -> bool {
+    let Some(rest) = url.get(7..) else {
+        return false;
+    };
+    let authority = rest.split(['/', '\\', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit('@').next().unwrap_or("");
+    let host = if let Some(v6) = host_port.strip_prefix('[') {
+        match v6.split_once(']') {
+            Some((h, port)) if port.is_empty() || port.starts_with(':') => h,
+            _ => return false,
+        }
+    } else {
+        host_port.split(':').next().unwrap_or("")
+    };
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => false,
     }
 }
 
@@ -877,5 +936,75 @@ cooldown = "10s"
         assert!(err.to_string().contains("tag_capp"), "{err}");
         let err = Config::from_toml_str("window = \"soon\"\n").unwrap_err();
         assert!(err.to_string().contains("duration"), "{err}");
+    }
+}
+
+/// Issue 15, item 6: the SDK sends its secret key to `POST /v1/auth/token`, so a plain
+/// `http://` control plane is refused unless it is on this machine (loopback).
+#[cfg(test)]
+mod insecure_http_tests {
+    use super::*;
+
+    fn with(url: &str) -> Result<(), ConfigError> {
+        let mut c = Config::default();
+        c.control_plane = Some(ControlPlane::new(url, "pk", "sk"));
+        c.validate()
+    }
+
+    #[test]
+    fn a_plain_http_control_plane_is_refused_off_loopback() {
+        for ok in [
+            "https://control.example.com",
+            "https://10.0.0.1:7700/",
+            "http://127.0.0.1:7700",
+            "http://127.5.6.7",
+            "http://[::1]:7700/",
+            "http://localhost:7700",
+            "http://LocalHost/base",
+            "http://user@localhost:7700",
+        ] {
+            assert!(with(ok).is_ok(), "{ok}: {:?}", with(ok));
+        }
+        for bad in [
+            "http://control.example.com",
+            "http://10.0.0.1:7700",
+            "http://0.0.0.0:7700",
+            "http://[::2]:7700",
+            "http://localhost.example.com",
+            "http://127.0.0.1.example.com",
+            "http://localhost@example.com",
+            "http://localhost:7700@example.com/",
+            "http://example.com\\@localhost",
+            "http://example.com#@localhost",
+            "http://example.com?@127.0.0.1",
+            "http://example.com/@localhost",
+            "HTTP://example.com",
+        ] {
+            let err = with(bad).unwrap_err();
+            let ConfigError::Invalid { key, reason } = &err else {
+                panic!("{bad}: {err:?}");
+            };
+            assert_eq!(key, "control_plane.base_url", "{bad}");
+            assert!(reason.contains("allow_insecure_http"), "{bad}: {reason}");
+        }
+    }
+
+    #[test]
+    fn plain_http_off_loopback_needs_the_explicit_option() {
+        let mut c = Config::default();
+        c.control_plane =
+            Some(ControlPlane::new("http://10.0.0.1:7700", "pk", "sk").allow_insecure_http(true));
+        assert_eq!(c.validate(), Ok(()));
+        assert!(format!("{c:?}").contains("allow_insecure_http: true"));
+    }
+
+    #[cfg(feature = "toml")]
+    #[test]
+    fn the_option_reads_from_toml() {
+        let table = "[control_plane]\nbase_url = \"http://10.0.0.1:7700\"\npublish_key = \"p\"\nsecret_key = \"s\"\n";
+        let err = Config::from_toml_str(table).unwrap_err();
+        assert!(err.to_string().contains("allow_insecure_http"), "{err}");
+        let c = Config::from_toml_str(&format!("{table}allow_insecure_http = true\n")).unwrap();
+        assert!(c.control_plane.unwrap().allow_insecure_http);
     }
 }

@@ -159,9 +159,45 @@ fn merge_custom(
     map.entry(key).and_modify(|a| a.merge(agg)).or_insert(*agg);
 }
 
-/// Build the HTTP client (rustls, timeouts on every call).
+/// Build the HTTP client (rustls, timeouts on every call, no redirects).
+///
+/// The base URL is checked again here with the parser the client connects with: a plain
+/// `http://` control plane off loopback is refused unless
+/// [`ControlPlane::allow_insecure_http`] is set (the secret key is sent to buy a token).
+/// Redirects are not followed, so an `https://` control plane cannot hand the secret to
+/// another host, or to plain http.
 pub(crate) fn http_client(config: &ControlPlane) -> Result<reqwest::Client, ConfigError> {
+    let url = reqwest::Url::parse(config.base_url.trim())
+        .map_err(|e| ConfigError::invalid("control_plane.base_url", format!("not a URL: {e}")))?;
+    let https = match url.scheme() {
+        "https" => true,
+        "http" => false,
+        _ => {
+            return Err(ConfigError::invalid(
+                "control_plane.base_url",
+                "must be an http:// or https:// URL",
+            ));
+        }
+    };
+    // `host_str` is normalised: a lower-case domain, a dotted IPv4, a bracketed IPv6.
+    let loopback = url.host_str().is_some_and(|h| {
+        h == "localhost"
+            || h.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    });
+    if !https && !loopback && !config.allow_insecure_http {
+        return Err(ConfigError::invalid(
+            "control_plane.base_url",
+            "a plain http:// control plane must be on loopback (localhost, 127.0.0.0/8, [::1]): \
+             the secret key would cross the network unencrypted; use https://, or set \
+             allow_insecure_http = true for a network you trust",
+        ));
+    }
     reqwest::Client::builder()
+        .https_only(https)
+        .redirect(reqwest::redirect::Policy::none())
         .timeout(config.timeout)
         .connect_timeout(config.timeout)
         .user_agent(concat!("waitstate-rs/", env!("CARGO_PKG_VERSION")))
@@ -681,6 +717,39 @@ fn encode_path(segment: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 15, item 6: the client itself refuses plain http off loopback, whatever
+    /// `validate` was skipped (the fields are public), with the URL parser it connects with.
+    #[test]
+    fn the_client_refuses_plain_http_off_loopback() {
+        for ok in [
+            "https://control.example.com",
+            "http://127.0.0.1:7700",
+            "http://[::1]:7700",
+            "http://localhost:7700",
+        ] {
+            assert!(
+                http_client(&ControlPlane::new(ok, "pk", "sk")).is_ok(),
+                "{ok}"
+            );
+        }
+        for bad in [
+            "http://control.example.com",
+            "http://10.0.0.1:7700",
+            "http://localhost@example.com",
+            "http://example.com\\@localhost",
+            "ftp://localhost",
+        ] {
+            let err = http_client(&ControlPlane::new(bad, "pk", "sk")).unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::Invalid { key, .. } if key == "control_plane.base_url"),
+                "{bad}: {err:?}"
+            );
+        }
+        let opted_in =
+            ControlPlane::new("http://10.0.0.1:7700", "pk", "sk").allow_insecure_http(true);
+        assert!(http_client(&opted_in).is_ok());
+    }
 
     #[test]
     fn path_segments_are_encoded() {
