@@ -3,6 +3,7 @@
 //! [`Reflex`], and the answer each instance gets.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -14,6 +15,7 @@ use waitstate_core::{
 };
 
 use crate::config::ServerConfig;
+use crate::metrics::{FleetStats, ShardStats};
 
 /// Most tag entries one pulse may carry.
 const MAX_TAG_METRICS: usize = 1024;
@@ -142,6 +144,8 @@ pub(crate) struct Shard {
     enforce: Policy,
     status: Vec<RuleStatus>,
     pulses: u64,
+    /// What `/metrics` shows of this shard, kept up to date here (see [`crate::metrics`]).
+    stats: Arc<ShardStats>,
 }
 
 /// A read-only view of a shard, for tests, `/metrics` and operators.
@@ -161,7 +165,7 @@ pub struct ShardView {
 }
 
 impl Shard {
-    fn new(engine: &Config) -> Result<Self, IngestError> {
+    fn new(engine: &Config, stats: Arc<ShardStats>) -> Result<Self, IngestError> {
         // The configuration was validated at startup, so this does not fail.
         let reflex = Reflex::new(engine).map_err(|_| IngestError::Internal)?;
         Ok(Self {
@@ -174,6 +178,7 @@ impl Shard {
             enforce: Policy::default(),
             status: Vec::new(),
             pulses: 0,
+            stats,
         })
     }
 
@@ -192,6 +197,8 @@ impl Shard {
 #[derive(Debug, Default)]
 pub(crate) struct Fleets {
     orgs: HashMap<String, HashMap<String, Shard>>,
+    /// What `/metrics` shows, read without the lock these fleets are behind.
+    stats: Arc<FleetStats>,
 }
 
 /// One tag's delta, decoded and checked.
@@ -318,7 +325,10 @@ impl Fleets {
             return Err(IngestError::Full("sites"));
         }
         if !shards.contains_key(&site) {
-            shards.insert(site.clone(), Shard::new(engine)?);
+            // Check the rules build before the shard is shown in `/metrics`.
+            Reflex::new(engine).map_err(|_| IngestError::Internal)?;
+            let stats = self.stats.add_shard(org, &site);
+            shards.insert(site.clone(), Shard::new(engine, stats)?);
         }
         let Some(shard) = shards.get_mut(&site) else {
             return Err(IngestError::Internal);
@@ -390,6 +400,7 @@ impl Fleets {
         inst.in_flight = in_flight;
         add_counts(&mut inst.demand_sum, &demand);
         add_counts(&mut shard.demand_total, &demand);
+        let touched: Vec<String> = demand.keys().cloned().collect();
         inst.demand.push_back((now, demand));
         // Age out what is older than the demand window; an instance pulsing abnormally fast
         // cannot grow its history without bound either.
@@ -405,6 +416,12 @@ impl Fleets {
             }
         }
         add_to(&mut shard.pulses, 1);
+        shard.stats.set_instances(shard.instances.len());
+        for tag in &touched {
+            if let Some(c) = shard.cumulative.get(tag) {
+                shard.stats.set_tag(tag, c.admitted, rejected_total(c));
+            }
+        }
         Ok(())
     }
 
@@ -442,19 +459,20 @@ impl Fleets {
             let (enforce, _dry) = shard.reflex.observe(since_origin, reading);
             shard.enforce = enforce;
             shard.status = shard.reflex.status();
+            shard.stats.set_instances(shard.instances.len());
+            shard
+                .stats
+                .set_rules_active(shard.status.iter().filter(|r| r.is_active()).count());
         }
+    }
+
+    /// What `/metrics` shows: shared, read without the lock these fleets are behind.
+    pub(crate) fn stats(&self) -> Arc<FleetStats> {
+        self.stats.clone()
     }
 
     pub(crate) fn shard(&self, org: &str, site: &str) -> Option<&Shard> {
         self.orgs.get(org)?.get(site)
-    }
-
-    pub(crate) fn shards(&self) -> impl Iterator<Item = (&str, &str, &Shard)> {
-        self.orgs.iter().flat_map(|(org, shards)| {
-            shards
-                .iter()
-                .map(move |(site, s)| (org.as_str(), site.as_str(), s))
-        })
     }
 }
 
