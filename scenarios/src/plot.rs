@@ -284,16 +284,21 @@ fn concurrency(
         .map(|(_, v)| *v)
         .fold(10.0, f64::max)
         * 1.1;
-    chart(
-        root,
-        area,
-        "limit (blue) waiting (orange) busy (red) pool (grey)",
-        x_max,
-        y_max,
-        window,
-        &series,
-        Some(&pool),
-    )
+    chart(root, area, "", x_max, y_max, window, &series, Some(&pool))?;
+    // The label, each word in its line's colour (where `chart` puts its label).
+    let (mut x, y) = area.get_base_pixel();
+    x += 56;
+    let words = [
+        ("limit", COLORS[0]),
+        ("waiting", COLORS[1]),
+        ("busy connections", COLORS[2]),
+        ("pool", GREY),
+    ];
+    for (word, color) in words {
+        text(root, x, y + 8, word, 1, &color)?;
+        x += text_width(word, 1) + 8;
+    }
+    Ok(())
 }
 
 /// The soak's figure: RSS (MB) on top, the engine's in-flight gauge below, one point per
