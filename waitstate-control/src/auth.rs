@@ -8,6 +8,7 @@
 //! | [`Credentials`] | a publish key and its secret (`POST /v1/auth/token`) | 413 (body cap), `malformed`, `unauthorized` |
 //! | [`Claims`] | a bearer token this control plane signed, unexpired, for a key still configured | `unauthorized` |
 //! | [`Reader`] | nothing: who reads a policy (our extension headers) | none |
+//! | [`MetricsScraper`] | `Bearer <server.metrics_token>`, when one is configured | `unauthorized` |
 //!
 //! Secrets are compared in constant time: the pulse signature by HMAC verification
 //! ([`wire::verify`]), the token request's secret by [`same_secret`].
@@ -245,3 +246,30 @@ impl<S: Send + Sync> FromRequestParts<S> for Reader {
 
 #[cfg(test)]
 mod tests;
+
+/// `GET /metrics`: when `server.metrics_token` is set, `Authorization: Bearer <token>`
+/// (compared in constant time); otherwise anyone.
+#[derive(Debug)]
+pub(crate) struct MetricsScraper;
+
+impl FromRequestParts<AppState> for MetricsScraper {
+    type Rejection = Refusal;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Refusal> {
+        let Some(expected) = &state.config().server.metrics_token else {
+            return Ok(Self);
+        };
+        let given = header_str(&parts.headers, "authorization")
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .ok_or(Refusal::Unauthorized)?;
+        if same_secret(expected, given) {
+            Ok(Self)
+        } else {
+            Err(Refusal::Unauthorized)
+        }
+    }
+}

@@ -26,7 +26,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
@@ -97,6 +97,28 @@ pub struct ServerConfig {
     /// survive a restart (SDKs simply buy a new one).
     #[serde(default)]
     pub jwt_secret: Option<String>,
+    /// A client must send a whole request head within this, and an idle keep-alive
+    /// connection is closed after it; also bounds the TLS handshake (default 10 s).
+    #[serde(default = "default_header_read_timeout", deserialize_with = "duration")]
+    pub header_read_timeout: Duration,
+    /// A request (its body read, the answer made) must be done within this, or it is
+    /// answered `408` (default 30 s).
+    #[serde(default = "default_request_timeout", deserialize_with = "duration")]
+    pub request_timeout: Duration,
+    /// Most connections open at once; past it a new connection is closed at once and
+    /// counted (default 1024).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// When set, `GET /metrics` needs `Authorization: Bearer <metrics_token>` (at least 16
+    /// characters). Default: `/metrics` is open.
+    #[serde(default)]
+    pub metrics_token: Option<String>,
+    /// PEM certificate chain: with `tls_key`, the control plane serves HTTPS (rustls).
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert`.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
 }
 
 fn default_listen() -> String {
@@ -129,6 +151,15 @@ fn default_max_instances() -> usize {
 fn default_max_sites() -> usize {
     64
 }
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_connections() -> usize {
+    1024
+}
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -144,6 +175,12 @@ impl Default for ServerConfig {
             max_instances: default_max_instances(),
             max_sites: default_max_sites(),
             jwt_secret: None,
+            header_read_timeout: default_header_read_timeout(),
+            request_timeout: default_request_timeout(),
+            max_connections: default_max_connections(),
+            metrics_token: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -203,6 +240,9 @@ impl fmt::Debug for ControlConfig {
         let mut server = self.server.clone();
         if server.jwt_secret.is_some() {
             server.jwt_secret = Some("[REDACTED]".into());
+        }
+        if server.metrics_token.is_some() {
+            server.metrics_token = Some("[REDACTED]".into());
         }
         f.debug_struct("ControlConfig")
             .field("server", &server)
@@ -308,9 +348,35 @@ impl ControlConfig {
         if self.server.max_body_bytes < 1024 {
             return Err(err("server.max_body_bytes".into(), "must be at least 1024"));
         }
+        for (k, d) in [
+            ("header_read_timeout", self.server.header_read_timeout),
+            ("request_timeout", self.server.request_timeout),
+        ] {
+            if d < Duration::from_millis(100) {
+                return Err(err(format!("server.{k}"), "must be at least 100ms"));
+            }
+        }
+        if let Some(token) = &self.server.metrics_token
+            && (token.len() < 16 || token.chars().any(|c| c.is_control() || c == ' '))
+        {
+            return Err(err(
+                "server.metrics_token".into(),
+                "must be at least 16 characters, without spaces or control characters",
+            ));
+        }
+        match (&self.server.tls_cert, &self.server.tls_key) {
+            (Some(_), None) => {
+                return Err(err("server.tls_cert".into(), "needs tls_key as well"));
+            }
+            (None, Some(_)) => {
+                return Err(err("server.tls_key".into(), "needs tls_cert as well"));
+            }
+            _ => {}
+        }
         for (k, n) in [
             ("max_instances", self.server.max_instances),
             ("max_sites", self.server.max_sites),
+            ("max_connections", self.server.max_connections),
         ] {
             if n == 0 {
                 return Err(err(format!("server.{k}"), "must be at least 1"));
@@ -557,6 +623,42 @@ rule = "when p95_latency > 500ms then block free"
             .unwrap();
         assert_eq!(c.engine.rules.len(), 3);
         assert_eq!(c.server.listen, "0.0.0.0:7700");
+    }
+
+    #[test]
+    fn hardening_options_read_and_are_checked() {
+        let with = |extra: &str| {
+            ControlConfig::from_toml_str(
+                &GOOD.replace("lease = \"60s\"", &format!("lease = \"60s\"\n{extra}")),
+            )
+        };
+        let c = with(
+            "header_read_timeout = \"2s\"\nrequest_timeout = \"5s\"\nmax_connections = 8\nmetrics_token = \"0123456789abcdef\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"",
+        )
+        .unwrap();
+        assert_eq!(c.server.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(c.server.request_timeout, Duration::from_secs(5));
+        assert_eq!(c.server.max_connections, 8);
+        assert_eq!(c.server.tls_key.as_deref(), Some(Path::new("k.pem")));
+        assert!(!format!("{c:?}").contains("0123456789abcdef"));
+        let d = ControlConfig::from_toml_str(GOOD).unwrap().server;
+        assert_eq!(
+            (d.header_read_timeout, d.request_timeout, d.max_connections),
+            (Duration::from_secs(10), Duration::from_secs(30), 1024)
+        );
+        assert!(d.metrics_token.is_none() && d.tls_cert.is_none());
+        for (bad, key) in [
+            ("metrics_token = \"short\"", "server.metrics_token"),
+            ("tls_cert = \"c.pem\"", "server.tls_cert"),
+            ("tls_key = \"k.pem\"", "server.tls_key"),
+            ("max_connections = 0", "server.max_connections"),
+            (
+                "header_read_timeout = \"10ms\"",
+                "server.header_read_timeout",
+            ),
+        ] {
+            assert_eq!(with(bad).unwrap_err().key, key, "{bad}");
+        }
     }
 
     #[test]

@@ -67,7 +67,7 @@ async fn main() -> ExitCode {
     let server = match ControlServer::bind(config).await {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("waitstate-control: cannot listen on {listen}: {e}");
+            eprintln!("waitstate-control: cannot serve on {listen}: {e}");
             return ExitCode::FAILURE;
         }
     };

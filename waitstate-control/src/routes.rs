@@ -10,7 +10,7 @@ use axum::routing::{get, post};
 use serde::Serialize;
 use tracing::{debug, warn};
 
-use crate::auth::{Credentials, Reader, SignedPulse};
+use crate::auth::{Credentials, MetricsScraper, Reader, SignedPulse};
 use crate::fleet::IngestError;
 use crate::jwt::Claims;
 use crate::metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
@@ -90,7 +90,7 @@ async fn healthz() -> Response {
 }
 
 /// `GET /metrics`.
-async fn metrics(State(state): State<AppState>) -> Response {
+async fn metrics(State(state): State<AppState>, _: MetricsScraper) -> Response {
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],

@@ -244,3 +244,40 @@ async fn a_pulse_replayed_with_its_signature_re_cased_is_a_replay() {
         assert_eq!(r.unwrap_err(), Refusal::Replay, "{v}");
     }
 }
+
+#[tokio::test]
+async fn metrics_need_the_token_when_one_is_configured() {
+    let scrape = |state: AppState, authorization: Option<&'static str>| async move {
+        let mut req = Request::builder();
+        if let Some(v) = authorization {
+            req = req.header("authorization", v);
+        }
+        let (mut parts, _) = req.body(Body::empty()).unwrap().into_parts();
+        MetricsScraper::from_request_parts(&mut parts, &state)
+            .await
+            .map(|_| ())
+    };
+    let (open, _) = state();
+    assert_eq!(scrape(open, None).await, Ok(()));
+    let text = format!(
+        "[server]\nmetrics_token = \"scrape-0123456789\"\n\n[[keys]]\npublish_key = \"{PK}\"\nsecret_key = \"{SK}\"\norg_id = \"{ORG}\"\n"
+    );
+    let closed = AppState::new(ControlConfig::from_toml_str(&text).unwrap()).unwrap();
+    assert_eq!(
+        scrape(closed.clone(), Some("Bearer scrape-0123456789")).await,
+        Ok(())
+    );
+    for bad in [
+        None,
+        Some("Bearer scrape-012345678"),
+        Some("Bearer scrape-0123456789x"),
+        Some("Basic scrape-0123456789"),
+        Some("scrape-0123456789"),
+    ] {
+        assert_eq!(
+            scrape(closed.clone(), bad).await,
+            Err(Refusal::Unauthorized),
+            "{bad:?}"
+        );
+    }
+}
