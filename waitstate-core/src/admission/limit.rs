@@ -105,6 +105,9 @@ pub(crate) struct LearnedLimit {
     probes: u64,
     /// The median of the last window that moved the limit (for the snapshot).
     last_median_us: Option<u64>,
+    /// The limit in force and the median of the last saturated window: every cut of the
+    /// limit is a free probe (did the median fall with it?).
+    last_saturated: Option<(f64, u64)>,
 }
 
 impl LearnedLimit {
@@ -120,6 +123,7 @@ impl LearnedLimit {
             next_probe: PROBE_EVERY,
             probes: 0,
             last_median_us: None,
+            last_saturated: None,
         }
     }
 
@@ -206,14 +210,25 @@ impl LearnedLimit {
         } = self.phase
         {
             self.end_probe(x, before, reference_us, now);
+            self.last_saturated = None;
             return;
         }
         if !w.saturated {
             // Demand stayed under the limit: the window says nothing about the knee.
             self.clean_streak = 0;
             self.decrease_streak = 0;
+            self.last_saturated = None;
             return;
         }
+        // A cut since the last saturated window is a probe for free: if the median did not
+        // fall with the limit, the latency is the backend's own, not queueing.
+        if let Some((limit_before, median_before)) = self.last_saturated
+            && self.limit * 1.15 <= limit_before
+        {
+            let insensitive = x as f64 >= 0.95 * median_before as f64;
+            self.judge(insensitive, x);
+        }
+        self.last_saturated = Some((self.limit, x));
         let baseline = self.baseline_us.unwrap_or(x) as f64;
         let gradient = (self.settings.tolerance * baseline / x as f64).clamp(0.5, 1.0);
         let q = (0.1 * self.limit).ceil().max(2.0);
@@ -261,23 +276,34 @@ impl LearnedLimit {
         self.limit = before;
         self.phase = Phase::Steady;
         self.schedule_probe(now);
-        let baseline = self.baseline_us.unwrap_or(probe_us);
         // Less in flight made the median fall by 15%: the gap over the baseline was queueing.
-        if reference_us as f64 >= 1.15 * probe_us as f64 {
-            self.insensitive_streak = 0;
-            return;
-        }
-        self.insensitive_streak += 1;
-        if self.insensitive_streak >= 2 && probe_us > baseline {
-            // Twice in a row less in flight did not help: the backend itself is slower.
-            let raised = (baseline as f64 * 2.0) as u64;
-            self.baseline_us = Some(probe_us.min(raised));
-            self.insensitive_streak = 0;
-        } else {
+        let insensitive = (reference_us as f64) < 1.15 * probe_us as f64;
+        if insensitive && !self.judge(true, probe_us) {
             // One insensitive probe: confirm (or refute) it soon, not in five seconds, so a
             // slowed backend is re-learned before the limit has shrunk far.
             self.next_probe = now + 2 * self.window_length();
+        } else if !insensitive {
+            self.judge(false, probe_us);
         }
+    }
+
+    /// Weigh one observation of less in flight: `insensitive` when the median did not fall.
+    /// Two in a row raise the baseline towards `median_us` (at most 2x at a time); `true`
+    /// when they did.
+    fn judge(&mut self, insensitive: bool, median_us: u64) -> bool {
+        if !insensitive {
+            self.insensitive_streak = 0;
+            return false;
+        }
+        self.insensitive_streak += 1;
+        let baseline = self.baseline_us.unwrap_or(median_us);
+        if self.insensitive_streak >= 2 && median_us > baseline {
+            // Twice in a row less in flight did not help: the backend itself is slower.
+            self.baseline_us = Some(median_us.min(baseline.saturating_mul(2)));
+            self.insensitive_streak = 0;
+            return true;
+        }
+        false
     }
 
     fn schedule_probe(&mut self, now: Duration) {

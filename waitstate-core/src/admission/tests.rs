@@ -40,6 +40,7 @@ fn drive(
     let mut window_start = start;
     let mut samples = 0.0;
     let mut trace = Vec::new();
+    let mut windows = 0u64;
     let end = start + Duration::from_secs(secs);
     while now < end {
         let limit = l.limit() as f64;
@@ -54,9 +55,13 @@ fn drive(
                 samples = 0.0;
             }
             Verdict::Close => {
+                // A window's median is noisy: +-10%, deterministic.
+                windows += 1;
+                let h = windows.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 44;
+                let noise = 0.9 + 0.2 * (h % 1000) as f64 / 1000.0;
                 let w = Window {
                     samples: samples as u64,
-                    median_us: backend.median_us(in_flight),
+                    median_us: (backend.median_us(in_flight) as f64 * noise) as u64,
                     saturated: demand.is_none_or(|d| d >= limit),
                 };
                 l.update(w, now);
@@ -69,6 +74,13 @@ fn drive(
         }
     }
     trace
+}
+
+/// Within the model's noise (+-10%) of the pool's 50 ms.
+#[track_caller]
+fn assert_near_50ms(baseline: Option<Duration>) {
+    let b = baseline.expect("a baseline").as_secs_f64() * 1000.0;
+    assert!((44.0..=56.0).contains(&b), "baseline {b} ms");
 }
 
 fn mean(xs: &[u64]) -> f64 {
@@ -86,7 +98,7 @@ fn a_cold_start_reaches_the_knee_within_two_seconds() {
     let trace = drive(&mut l, POOL_OF_10, None, Duration::ZERO, 2);
     let last = *trace.last().unwrap();
     assert!((10..=20).contains(&last), "{trace:?}");
-    assert_eq!(l.baseline(), Some(Duration::from_millis(50)));
+    assert_near_50ms(l.baseline());
 }
 
 #[test]
@@ -102,7 +114,7 @@ fn sustained_overload_does_not_creep() {
     // Near the knee, not drifting off above it: about tolerance x knee + the queue term.
     assert!((10.0..=18.0).contains(&last), "{last}");
     // The baseline did not drift up with the queue.
-    assert_eq!(l.baseline(), Some(Duration::from_millis(50)));
+    assert_near_50ms(l.baseline());
 }
 
 #[test]
