@@ -100,7 +100,8 @@ pub(crate) struct LearnedLimit {
     phase: Phase,
     clean_streak: u32,
     decrease_streak: u32,
-    insensitive_streak: u32,
+    /// The last three "less in flight" observations, 1 = the median did not fall.
+    evidence: u8,
     next_probe: Duration,
     probes: u64,
     /// The median of the last window that moved the limit (for the snapshot).
@@ -119,7 +120,7 @@ impl LearnedLimit {
             phase: Phase::SlowStart,
             clean_streak: 0,
             decrease_streak: 0,
-            insensitive_streak: 0,
+            evidence: 0,
             next_probe: PROBE_EVERY,
             probes: 0,
             last_median_us: None,
@@ -223,15 +224,14 @@ impl LearnedLimit {
         // A cut since the last saturated window is a probe for free: if the median did not
         // fall with the limit, the latency is the backend's own, not queueing.
         if let Some((limit_before, median_before)) = self.last_saturated
-            && self.limit * 1.15 <= limit_before
+            && self.limit <= 0.92 * limit_before
         {
-            let insensitive = x as f64 >= 0.95 * median_before as f64;
-            self.judge(insensitive, x);
+            self.judge(insensitive(median_before, x, self.limit / limit_before), x);
         }
         self.last_saturated = Some((self.limit, x));
         let baseline = self.baseline_us.unwrap_or(x) as f64;
         let gradient = (self.settings.tolerance * baseline / x as f64).clamp(0.5, 1.0);
-        let q = (0.1 * self.limit).ceil().max(2.0);
+        let q = (0.05 * self.limit).ceil().max(1.0);
         if gradient >= 1.0 {
             self.decrease_streak = 0;
             self.clean_streak += 1;
@@ -276,8 +276,7 @@ impl LearnedLimit {
         self.limit = before;
         self.phase = Phase::Steady;
         self.schedule_probe(now);
-        // Less in flight made the median fall by 15%: the gap over the baseline was queueing.
-        let insensitive = (reference_us as f64) < 1.15 * probe_us as f64;
+        let insensitive = insensitive(reference_us, probe_us, PROBE_FRACTION);
         if insensitive && !self.judge(true, probe_us) {
             // One insensitive probe: confirm (or refute) it soon, not in five seconds, so a
             // slowed backend is re-learned before the limit has shrunk far.
@@ -291,16 +290,17 @@ impl LearnedLimit {
     /// Two in a row raise the baseline towards `median_us` (at most 2x at a time); `true`
     /// when they did.
     fn judge(&mut self, insensitive: bool, median_us: u64) -> bool {
+        // The last three observations, newest in the low bit: two of three insensitive
+        // raise the baseline (one noisy window neither raises it nor resets the evidence).
+        self.evidence = ((self.evidence << 1) | u8::from(insensitive)) & 0b111;
         if !insensitive {
-            self.insensitive_streak = 0;
             return false;
         }
-        self.insensitive_streak += 1;
         let baseline = self.baseline_us.unwrap_or(median_us);
-        if self.insensitive_streak >= 2 && median_us > baseline {
+        if self.evidence.count_ones() >= 2 && median_us > baseline {
             // Twice in a row less in flight did not help: the backend itself is slower.
             self.baseline_us = Some(median_us.min(baseline.saturating_mul(2)));
-            self.insensitive_streak = 0;
+            self.evidence = 0;
             return true;
         }
         false
@@ -319,4 +319,13 @@ pub(crate) enum Verdict {
     Close,
     Drop,
     Wait,
+}
+
+/// Whether a median that went from `before` to `after` while what was in flight was scaled
+/// by `ratio` (< 1) says "not queueing": past the knee the median falls in proportion to
+/// what is in flight, below it it does not move; the verdict is whichever of the two the
+/// observed change is nearer to.
+fn insensitive(before: u64, after: u64, ratio: f64) -> bool {
+    let observed = after as f64 / before.max(1) as f64;
+    observed > (1.0 + ratio) / 2.0
 }

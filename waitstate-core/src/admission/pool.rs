@@ -301,14 +301,18 @@ impl Pool {
         Some(cell)
     }
 
-    /// How long a request of this level may wait now.
-    pub(crate) fn max_wait(&self) -> Duration {
+    /// How long a request of `level` may wait now: the top level up to four learned service
+    /// times, every other level one (or `[admission] max_wait` for all), within 10 ms..1 s.
+    /// The top level is served first, so it rarely waits long; a lower level that would wait
+    /// longer than a service time is better turned away than served late.
+    pub(crate) fn max_wait(&self, level: usize) -> Duration {
         if let Some(w) = self.settings.max_wait {
             return w;
         }
+        let times = if level + 1 == self.levels.len() { 4 } else { 1 };
         match self.service_us.load(Relaxed) {
             0 => DEFAULT_WAIT,
-            us => (Duration::from_micros(us) * 3)
+            us => (Duration::from_micros(us) * times)
                 .clamp(Duration::from_millis(10), Duration::from_secs(1)),
         }
     }
@@ -491,7 +495,7 @@ impl Pool {
             service_time: median,
             probing,
             in_flight: self.in_use.load(Relaxed),
-            max_wait: self.max_wait(),
+            max_wait: self.max_wait(0),
             levels: priorities
                 .iter()
                 .zip(self.levels.iter())

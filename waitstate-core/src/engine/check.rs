@@ -96,9 +96,9 @@ impl Engine {
             // The level's maximum wait, or less when the client's own deadline leaves less
             // room after the service time itself (a wait it cannot afford is doomed work).
             let wait = match demand.max_wait {
-                None => pool.max_wait(),
+                None => pool.max_wait(slot.level),
                 Some(client) => pool
-                    .max_wait()
+                    .max_wait(slot.level)
                     .min(client.saturating_sub(pool.service_time())),
             };
             match pool.enqueue(slot.level, now, wait) {
