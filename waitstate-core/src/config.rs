@@ -372,7 +372,7 @@ fn default_carried_windows() -> usize {
 /// ```toml
 /// [admission]
 /// adaptive = true        # learn the limit (default); false: only [limits] concurrency binds
-/// max_wait = "100ms"     # the longest wait for a slot (default: one learned service time, four for the top priority)
+/// max_wait = "100ms"     # the longest wait for a slot (default: one learned service time, two for the top priority)
 /// initial_limit = 8      # where learning starts (default 8)
 /// min_limit = 2          # never below (default 2)
 /// max_limit = 1000       # never above (default 1000)
@@ -384,7 +384,7 @@ pub struct AdmissionConfig {
     /// Learn the limit (default `true`).
     #[serde(default = "yes")]
     pub adaptive: bool,
-    /// The longest a request waits for a slot; `None`: one learned service time (four for the
+    /// The longest a request waits for a slot; `None`: one learned service time (two for the
     /// top priority), within 10 ms..1 s. `"0s"` turns every wait into an immediate
     /// `concurrency_limited`.
     #[serde(

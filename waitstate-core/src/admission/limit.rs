@@ -297,7 +297,9 @@ impl LearnedLimit {
             return false;
         }
         let baseline = self.baseline_us.unwrap_or(median_us);
-        if self.evidence.count_ones() >= 2 && median_us > baseline {
+        // Only a clear shift moves the baseline up: near the knee a cut barely moves the
+        // median either way, and a baseline raised on that would let the limit creep.
+        if self.evidence.count_ones() >= 2 && median_us as f64 >= 1.3 * baseline as f64 {
             // Twice in a row less in flight did not help: the backend itself is slower.
             self.baseline_us = Some(median_us.min(baseline.saturating_mul(2)));
             self.evidence = 0;

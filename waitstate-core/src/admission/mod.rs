@@ -12,7 +12,7 @@
 //! - **When the pool is full** a request waits in its priority level's queue: the highest
 //!   level first, FIFO within a level; a lower level below a small floor (a twentieth of
 //!   the limit, rounded down) is served first so it is never starved. A wait is bounded
-//!   by a deadline: the per-level maximum (four learned service times for the top level,
+//!   by a deadline: the per-level maximum (two learned service times for the top level,
 //!   one for every other, within 10 ms..1 s, or `[admission] max_wait` for all) or the
 //!   client's own, whichever is shorter. A
 //!   request whose wait cannot end in time, because the queue ahead of it is already long,
@@ -58,7 +58,7 @@ pub struct AdmissionState {
     /// Slots in use.
     pub in_flight: u64,
     /// The longest a request of the lowest level waits for a slot now (the top level may
-    /// wait four times as long).
+    /// wait twice as long).
     pub max_wait: Duration,
     /// Per priority level, lowest first.
     pub levels: Vec<LevelState>,

@@ -301,7 +301,7 @@ impl Pool {
         Some(cell)
     }
 
-    /// How long a request of `level` may wait now: the top level up to four learned service
+    /// How long a request of `level` may wait now: the top level up to two learned service
     /// times, every other level one (or `[admission] max_wait` for all), within 10 ms..1 s.
     /// The top level is served first, so it rarely waits long; a lower level that would wait
     /// longer than a service time is better turned away than served late.
@@ -309,7 +309,7 @@ impl Pool {
         if let Some(w) = self.settings.max_wait {
             return w;
         }
-        let times = if level + 1 == self.levels.len() { 4 } else { 1 };
+        let times = if level + 1 == self.levels.len() { 2 } else { 1 };
         match self.service_us.load(Relaxed) {
             0 => DEFAULT_WAIT,
             us => (Duration::from_micros(us) * times)
