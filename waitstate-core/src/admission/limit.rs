@@ -59,8 +59,8 @@ pub(crate) struct Window {
     pub(crate) samples: u64,
     /// Their median service time, in microseconds.
     pub(crate) median_us: u64,
-    /// Whether demand met the limit at some point (a request queued or was refused for a
-    /// slot, or the pool was full).
+    /// Whether demand passed the limit at some point (a request queued or was refused a
+    /// slot).
     pub(crate) saturated: bool,
 }
 

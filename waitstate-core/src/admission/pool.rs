@@ -208,12 +208,10 @@ impl Pool {
             .in_use
             .fetch_update(SeqCst, SeqCst, |n| (n < limit).then_some(n + 1));
         match got {
-            Ok(n) => {
-                if n + 1 >= limit && !self.saturated.load(Relaxed) {
-                    self.saturated.store(true, Relaxed);
-                }
-                true
-            }
+            // Reaching the limit is not demand past it: only a request refused a slot (or
+            // queued for one) marks the window saturated, so a calm burst that touches the
+            // limit does not grow it.
+            Ok(_) => true,
             Err(_) => {
                 if !self.saturated.load(Relaxed) {
                     self.saturated.store(true, Relaxed);
