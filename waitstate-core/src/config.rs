@@ -390,7 +390,7 @@ pub struct AdmissionConfig {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        with = "optional_duration_text"
+        with = "opt_duration_text"
     )]
     pub max_wait: Option<Duration>,
     /// Where learning starts.
@@ -485,23 +485,6 @@ impl AdmissionConfig {
             limit,
             max_wait: self.max_wait,
         }
-    }
-}
-
-mod optional_duration_text {
-    use super::*;
-
-    pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_str(&format_duration(*d)),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<Duration>, D::Error> {
-        super::duration_text::deserialize(d).map(Some)
     }
 }
 
