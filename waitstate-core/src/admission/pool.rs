@@ -415,6 +415,7 @@ impl Pool {
     }
 
     /// A waiter of `level` was granted its slot after `waited`.
+    #[cfg(feature = "runtime")]
     pub(crate) fn note_wait(&self, level: usize, waited: Duration) {
         let us = waited.as_micros().min(u128::from(u64::MAX)) as u64;
         self.levels[level].waited_us.fetch_add(us, Relaxed);

@@ -40,6 +40,7 @@ impl Ticket {
     }
 
     /// Count `waited` as this request's wait for its slot (the runtime measures it).
+    #[cfg(feature = "runtime")]
     pub(crate) fn note_waited(&self, waited: Duration) {
         self.slot.global.pool.note_wait(self.slot.level, waited);
     }
