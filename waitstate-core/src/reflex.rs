@@ -3,8 +3,9 @@
 //!
 //! Each rule moves through `idle → pending (condition held for less than its "for") →
 //! firing → cooling (condition clear, for less than the cool-down) → releasing (gradual, one
-//! step per `release_step`) → idle`. A condition that holds again while cooling or
-//! releasing goes straight back to firing. Releases are gradual:
+//! step per `release_step`) → idle`. A condition that holds again while cooling goes
+//! straight back to firing; while releasing, the ramp steps back (see below). Releases are
+//! gradual:
 //!
 //! | action | while firing or cooling | release steps 1, 2, 3 |
 //! |---|---|---|
@@ -17,9 +18,15 @@
 //!
 //! `shed` never sheds the highest priority level.
 //!
+//! A condition that holds again while releasing steps the ramp back one step (at most once
+//! per window) and resumes after a cool-down; only back at the first step does the rule
+//! fire again. The same hysteresis for every action.
+//!
 //! Metrics are computed over the last `window` of ticks: latency percentiles from the
-//! merged histograms of requests that ended (no request ended: no value, the condition
-//! does not hold), `error_rate` = errors / ended (%), `rps` = offered (admitted +
+//! merged histograms of requests that ended, and of requests still in flight at the age
+//! they have reached at least (so a backend that stops answering reads as slower and
+//! slower, never as healthy; no request ended or in flight: no value, the condition does
+//! not hold), `error_rate` = errors / ended (%), `rps` = offered (admitted +
 //! rejected) per second, `reject_rate` = rejected / offered (%), `in_flight` the gauge now,
 //! a custom metric the mean of its reports.
 
@@ -392,12 +399,26 @@ impl Reflex {
             .iter()
             .map(|(name, _, c)| (&**name, &**c))
             .collect();
+        // Only when some tag has requests in flight: every sample's tags by name.
+        let samples: Vec<(Duration, HashMap<&str, &Compact>)> =
+            if !single && last.tags.iter().any(|(_, _, c)| c.in_flight > 0) {
+                self.history
+                    .iter()
+                    .take(self.history.len() - 1)
+                    .map(|s| (s.at, s.tags.iter().map(|(n, _, c)| (&**n, &**c)).collect()))
+                    .collect()
+            } else {
+                Vec::new()
+            };
         for (name, priority, counters) in &last.tags {
             let mut delta = counters.expand();
             if single {
                 // No earlier reading: the window is everything so far.
             } else if let Some(before) = earlier.get(&**name) {
                 delta.subtract(&before.expand());
+            }
+            if counters.in_flight > 0 {
+                add_in_flight_ages(name, counters, last.at, &samples, &mut delta.latency);
             }
             view.service.merge(&delta);
             view.by_tag.insert(name.to_string(), (*priority, delta));
@@ -492,6 +513,37 @@ impl Reflex {
     }
 }
 
+/// Count the requests of `tag` still in flight at `now` with the age they have reached at
+/// least, so that a backend that stops answering reads as slow, not as "no data": of the
+/// `in_flight` now, at most the number admitted since an earlier sample were admitted after
+/// it, so at least the rest have been in flight since that sample. Each such request is
+/// added once, at the oldest age it is known to have (a lower bound: a stalled backend's
+/// latency grows with the stall, and a rule on it fires and stays fired). Healthy traffic
+/// adds nothing: its in-flight requests are younger than the last tick.
+fn add_in_flight_ages(
+    tag: &str,
+    last: &Compact,
+    now: Duration,
+    samples: &[(Duration, HashMap<&str, &Compact>)],
+    into: &mut Histogram,
+) {
+    let mut counted = 0u64;
+    // Oldest first: the bound grows as the samples get younger.
+    for (at, tags) in samples {
+        let admitted_then = tags.get(tag).map_or(0, |c| c.admitted);
+        let since = last.admitted.saturating_sub(admitted_then);
+        let older = last.in_flight.saturating_sub(since);
+        if older > counted {
+            let age = now
+                .saturating_sub(*at)
+                .as_micros()
+                .min(u128::from(u64::MAX)) as u64;
+            into.record_n_micros(age, older - counted);
+            counted = older;
+        }
+    }
+}
+
 /// What `shed` needs to know to move between priority levels.
 #[derive(Debug)]
 struct ShedLevels {
@@ -547,9 +599,9 @@ fn step(
     let fire = |r: &mut RuleState| {
         r.phase = Phase::Firing;
         r.since = now;
+        r.escalated = now;
         if let Some(levels) = shed {
             r.shed_level = levels.up(r.shed_level);
-            r.escalated = now;
         }
     };
     // `shed` readmits one level at a time, each through the ramp (25%, 50%, 75%) before
@@ -601,14 +653,13 @@ fn step(
             r.phase = Phase::Cooling;
             r.since = now;
         }
-        // `shed` readmitting a level when the condition comes back: that level's share is
-        // too much, not the whole level. Step its ramp back (75% -> 50% -> 25%), at most once
-        // per window (the metric lags), and resume only after a full cool-down; back at the
-        // first step, shed the level again. Without this, a level readmitted during a long
-        // surge is shed whole, readmitted, shed again: the floor cycles.
-        Phase::Releasing(k)
-            if holds && shed.is_some() && (k > 1 || now.saturating_sub(r.escalated) < settle) =>
-        {
+        // The condition comes back while the action is being released: the share let
+        // through is too much, not the whole of it. Step the ramp back (75% -> 50% -> 25%, or
+        // 8r -> 4r -> 2r), at most once per window (the metric lags), and resume only after a
+        // full cool-down; back at the first step, fire again. The same hysteresis for every
+        // action: without it a `block` re-fired at 75% jumps to 0% and back, and a level
+        // `shed` readmits during a long surge is shed whole, readmitted, shed again.
+        Phase::Releasing(k) if holds && (k > 1 || now.saturating_sub(r.escalated) < settle) => {
             if now.saturating_sub(r.escalated) >= settle {
                 r.phase = Phase::Releasing(k - 1);
                 r.since = now;
@@ -628,14 +679,12 @@ fn step(
         Phase::Releasing(k) => {
             // `shed` moves its ramp at most once per window, as it escalates: a ramp that
             // outruns a windowed metric readmits more than the metric has judged. After a
-            // step back (`escalated`), the ramp waits a full cool-down to resume.
-            let (step, backed_off) = match shed {
-                Some(_) => (
-                    release_step.max(settle),
-                    now.saturating_sub(r.escalated) < r.cooldown,
-                ),
-                None => (release_step, false),
+            // step back (`escalated`), every ramp waits a full cool-down to resume.
+            let step = match shed {
+                Some(_) => release_step.max(settle),
+                None => release_step,
             };
+            let backed_off = now.saturating_sub(r.escalated) < r.cooldown;
             if held >= step && !backed_off {
                 r.since = now;
                 if let Some(levels) = shed {

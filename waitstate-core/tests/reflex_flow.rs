@@ -107,10 +107,157 @@ fn a_condition_back_during_release_fires_again() {
     while !matches!(phase, Phase::Releasing(_)) {
         phase = step(10).1;
     }
-    // Slow again during the ramp: straight back to firing, fully blocked.
+    // Slow again at the ramp's first step (25%): back to firing, fully blocked.
     let (_, phase) = step(900);
     assert_eq!(phase, Phase::Firing);
     assert_eq!(step(900).0, 0);
+}
+
+#[test]
+fn every_action_steps_its_ramp_back_when_the_condition_returns() {
+    // The same hysteresis as `shed`'s, for block, throttle, limit and kill: a condition
+    // back at 50% steps the ramp back to 25% (not to fully blocked), waits a window there,
+    // and only then fires again.
+    for (rule, at_50, at_25) in [
+        ("when p95_latency of free > 500ms then block free", 50, 25),
+        (
+            "when p95_latency of free > 500ms then throttle free to 20%",
+            60,
+            40,
+        ),
+        ("when p95_latency of free > 500ms then kill", 50, 25),
+    ] {
+        let config = tiers(rule);
+        let engine = Engine::new(&config).unwrap();
+        let mut reflex = Reflex::new(&config).unwrap();
+        let mut t = 0u64;
+        let mut step = |latency_ms: u64| {
+            let a = offer(
+                &engine,
+                "free",
+                100,
+                secs(t),
+                Duration::from_millis(latency_ms),
+            );
+            let s = reflex.tick(secs(t) + Duration::from_millis(999), &engine);
+            t += 1;
+            (a, s[0].phase)
+        };
+        assert_eq!(step(900).1, Phase::Firing, "{rule}");
+        let mut phase = Phase::Firing;
+        while phase != Phase::Releasing(2) {
+            phase = step(10).1;
+        }
+        // The ramp at 50%: slow again, one step back, not to the firing share.
+        let (admitted, phase) = step(900);
+        assert_eq!(admitted, at_50, "{rule}");
+        assert_eq!(phase, Phase::Releasing(1), "{rule}");
+        let mut phases = Vec::new();
+        for _ in 0..6 {
+            let (admitted, phase) = step(900);
+            phases.push((admitted, phase));
+        }
+        // A window (5 s since the step back) at 25% while it stays slow, then firing.
+        assert!(
+            phases[..4]
+                .iter()
+                .all(|p| *p == (at_25, Phase::Releasing(1))),
+            "{rule}: {phases:?}"
+        );
+        assert_eq!(phases[4], (at_25, Phase::Firing), "{rule}: {phases:?}");
+        assert!(phases[5].0 < at_25, "{rule}: {phases:?}");
+    }
+
+    // `limit t to r/s`: 4r at the second step, back to 2r.
+    let config = tiers("when p95_latency of free > 500ms then limit free to 10/s");
+    let engine = Engine::new(&config).unwrap();
+    let mut reflex = Reflex::new(&config).unwrap();
+    let mut t = 0u64;
+    let mut tick = |latency_ms: u64| {
+        offer(
+            &engine,
+            "free",
+            50,
+            secs(t),
+            Duration::from_millis(latency_ms),
+        );
+        let s = reflex.tick(secs(t) + Duration::from_millis(999), &engine);
+        t += 1;
+        (
+            s[0].phase,
+            engine.policy().tag_rate_limits.get("free").copied(),
+        )
+    };
+    assert_eq!(tick(900), (Phase::Firing, Some(10.0)));
+    while tick(10).0 != Phase::Releasing(2) {}
+    assert_eq!(tick(900), (Phase::Releasing(1), Some(20.0)));
+}
+
+#[test]
+fn a_backend_that_stops_answering_reads_as_slow_not_as_no_data() {
+    // Requests go in and never come back: nothing completes, so before in-flight ages
+    // counted the latency had no value and the rule could not fire (or, firing, released
+    // while every request hung).
+    let config = tiers("when p95_latency of free > 500ms then block free");
+    let engine = Engine::new(&config).unwrap();
+    let mut reflex = Reflex::new(&config).unwrap();
+    let mut hung = Vec::new();
+    let mut phases = Vec::new();
+    for t in 0..8u64 {
+        if let Ok(ticket) = engine.admit(&Demand::new("free"), secs(t)) {
+            hung.push(ticket);
+        }
+        let s = reflex.tick(secs(t) + Duration::from_millis(999), &engine);
+        phases.push((s[0].phase, s[0].value));
+    }
+    assert!(hung.len() >= 2, "{}", hung.len());
+    // The first tick has no earlier sample: no value. Then the oldest hung request's
+    // age, and the rule fires.
+    assert_eq!(phases[0], (Phase::Idle, None), "{phases:?}");
+    assert_eq!(phases[1].0, Phase::Firing, "{phases:?}");
+    assert!(phases[1].1.is_some_and(|v| v >= 900.0), "{phases:?}");
+    // Still hung: still firing, the age keeps growing (no cool-down, no release).
+    assert!(
+        phases[1..].iter().all(|(p, _)| *p == Phase::Firing),
+        "{phases:?}"
+    );
+    assert!(phases[7].1 > phases[2].1, "{phases:?}");
+
+    // They come back: the rule cools down and releases as usual.
+    for ticket in hung {
+        ticket.finish(Duration::from_secs(8), false);
+    }
+    let mut later = Vec::new();
+    for t in 9..40u64 {
+        offer(&engine, "free", 10, secs(t), Duration::from_millis(10));
+        later.push(reflex.tick(secs(t) + Duration::from_millis(999), &engine)[0].phase);
+    }
+    assert_eq!(*later.last().unwrap(), Phase::Idle, "{later:?}");
+}
+
+#[test]
+fn healthy_in_flight_requests_add_no_age() {
+    // A busy, healthy backend: many in flight at every tick, each younger than a tick.
+    let config = tiers("when p95_latency of free > 500ms then block free");
+    let engine = Engine::new(&config).unwrap();
+    let mut reflex = Reflex::new(&config).unwrap();
+    let mut held: Vec<waitstate_core::Ticket> = Vec::new();
+    for t in 0..10u64 {
+        // Last tick's requests end now (20 ms); this tick's are still in flight at the tick.
+        for ticket in held.drain(..) {
+            ticket.finish(Duration::from_millis(20), false);
+        }
+        for _ in 0..5 {
+            if let Ok(ticket) = engine.admit(&Demand::new("free"), secs(t)) {
+                held.push(ticket);
+            }
+        }
+        let s = reflex.tick(secs(t) + Duration::from_millis(999), &engine);
+        assert_eq!(s[0].phase, Phase::Idle, "t={t}: {:?}", s[0]);
+        if t > 0 {
+            assert!(s[0].value.is_some_and(|v| v < 100.0), "t={t}: {:?}", s[0]);
+        }
+    }
 }
 
 #[test]
