@@ -16,7 +16,7 @@
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use waitstate_core::adapter::render;
 use waitstate_core::{Decision, Demand};
 
@@ -31,7 +31,7 @@ pub(crate) async fn authz(State(agent): State<Agent>, request: Request) -> Respo
         None => 1.0,
         Some(name) => match header_weight(headers, name) {
             Ok(w) => w.unwrap_or(1.0),
-            Err(e) => return e,
+            Err(e) => return e.into_response(),
         },
     };
     let tag = match header_str(headers, &settings.tag_header) {

@@ -26,7 +26,7 @@ use std::hash::BuildHasher;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
@@ -64,7 +64,7 @@ fn version_one() -> Value {
 pub(crate) async fn coprocessor(State(agent): State<Agent>, body: Bytes) -> Response {
     let req: Externalized = match parse(&body) {
         Ok(r) => r,
-        Err(e) => return e,
+        Err(e) => return e.into_response(),
     };
     if req.id.as_ref().is_some_and(|id| id.len() > MAX_ID_LEN) {
         return error(StatusCode::BAD_REQUEST, "bad_request", "`id` is too long");

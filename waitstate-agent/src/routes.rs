@@ -84,22 +84,62 @@ pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response {
     json(status, body.to_string())
 }
 
+/// A request the agent cannot use: its status, a machine-readable code and a message.
+#[derive(Debug)]
+pub(crate) struct ClientError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ClientError {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+}
+
+impl IntoResponse for ClientError {
+    fn into_response(self) -> Response {
+        error(self.status, self.code, &self.message)
+    }
+}
+
+/// A request's tag and weight: the body's, else the `x-waitstate-tag` /
+/// `x-waitstate-weight` headers', else `__default__` and 1.
+pub(crate) fn tag_and_weight<'a>(
+    tag: Option<&'a str>,
+    weight: Option<f64>,
+    headers: &'a HeaderMap,
+) -> Result<(&'a str, f64), ClientError> {
+    let weight = match weight {
+        Some(w) => w,
+        None => header_weight(headers, "x-waitstate-weight")?.unwrap_or(1.0),
+    };
+    let tag = tag
+        .or_else(|| header_str(headers, "x-waitstate-tag"))
+        .unwrap_or("");
+    Ok((tag, weight))
+}
+
 /// A JSON body, or the `400` that says what is wrong with it. An empty body reads as `{}`.
-pub(crate) fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
+pub(crate) fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ClientError> {
     let text: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {
         body
     };
     if text.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "the body must be a JSON object",
-        ));
+        return Err(ClientError::bad_request("the body must be a JSON object"));
     }
-    serde_json::from_slice(text)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, "bad_request", &e.to_string()))
+    serde_json::from_slice(text).map_err(|e| ClientError::bad_request(e.to_string()))
 }
 
 /// A header's value as text, if present and printable.
@@ -108,7 +148,7 @@ pub(crate) fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a s
 }
 
 /// A weight from a header: `Err` when present but not a number.
-pub(crate) fn header_weight(headers: &HeaderMap, name: &str) -> Result<Option<f64>, Response> {
+pub(crate) fn header_weight(headers: &HeaderMap, name: &str) -> Result<Option<f64>, ClientError> {
     match headers.get(name) {
         None => Ok(None),
         Some(v) => v
@@ -116,13 +156,7 @@ pub(crate) fn header_weight(headers: &HeaderMap, name: &str) -> Result<Option<f6
             .ok()
             .and_then(|s| s.trim().parse::<f64>().ok())
             .map(Some)
-            .ok_or_else(|| {
-                error(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    "the weight header is not a number",
-                )
-            }),
+            .ok_or_else(|| ClientError::bad_request("the weight header is not a number")),
     }
 }
 

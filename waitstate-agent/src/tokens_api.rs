@@ -20,14 +20,15 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tokio::time::Instant;
 use waitstate_core::{Demand, Reason, Rejection};
 
 use crate::agent::Agent;
 use crate::routes::{
-    accepted, error, header_str, header_weight, json, nullable_weight, parse, quoted, retry_after,
+    ClientError, accepted, error, header_str, json, nullable_weight, parse, quoted, retry_after,
+    tag_and_weight,
 };
 use crate::tokens::Outcome;
 
@@ -47,23 +48,13 @@ struct AdmitBody {
 }
 
 /// `POST /v1/admit`.
-pub(crate) async fn admit(State(agent): State<Agent>, headers: HeaderMap, body: Bytes) -> Response {
-    let req: AdmitBody = match parse(&body) {
-        Ok(r) => r,
-        Err(e) => return e,
-    };
-    let weight = match req.weight {
-        Some(w) => w,
-        None => match header_weight(&headers, "x-waitstate-weight") {
-            Ok(w) => w.unwrap_or(1.0),
-            Err(e) => return e,
-        },
-    };
-    let tag = req
-        .tag
-        .as_deref()
-        .or_else(|| header_str(&headers, "x-waitstate-tag"))
-        .unwrap_or("");
+pub(crate) async fn admit(
+    State(agent): State<Agent>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ClientError> {
+    let req: AdmitBody = parse(&body)?;
+    let (tag, weight) = tag_and_weight(req.tag.as_deref(), req.weight, &headers)?;
     let mut demand = Demand::new(tag).weight(weight);
     if let Some(c) = req
         .cohort
@@ -82,11 +73,11 @@ pub(crate) async fn admit(State(agent): State<Agent>, headers: HeaderMap, body: 
 
     let tokens = &agent.inner.tokens;
     let Some(reservation) = tokens.reserve() else {
-        return full(tag);
+        return Ok(full(tag));
     };
     let permit = match agent.waitstate().enter(&demand).resolve().await {
         Ok(p) => p,
-        Err(r) => return refused(&r),
+        Err(r) => return Ok(refused(&r)),
     };
     let counted = permit.tag();
     let id = tokens.fresh_id();
@@ -96,7 +87,7 @@ pub(crate) async fn admit(State(agent): State<Agent>, headers: HeaderMap, body: 
         quoted(counted.as_str()),
         ttl.as_millis(),
     );
-    json(StatusCode::OK, body)
+    Ok(json(StatusCode::OK, body))
 }
 
 /// `429` for a rejection: `Retry-After` and our reason.
@@ -138,7 +129,7 @@ struct FinishBody {
 pub(crate) async fn finish(State(agent): State<Agent>, body: Bytes) -> Response {
     let req: FinishBody = match parse(&body) {
         Ok(r) => r,
-        Err(e) => return e,
+        Err(e) => return e.into_response(),
     };
     let outcome = match req.outcome.as_deref() {
         None | Some("success" | "ok") => Outcome::Success,

@@ -21,12 +21,11 @@ use waitstate_core::{Decision, Demand};
 
 use crate::agent::Agent;
 use crate::routes::{
-    accepted, error, header_str, header_weight, json, nullable_weight, parse, quoted, retry_after,
-    v1_reason,
+    ClientError, accepted, header_str, json, nullable_weight, parse, quoted, retry_after,
+    tag_and_weight, v1_reason,
 };
 
 const TAG_HEADER: &str = "x-waitstate-tag";
-const WEIGHT_HEADER: &str = "x-waitstate-weight";
 
 #[derive(Deserialize)]
 struct GateBody {
@@ -38,44 +37,36 @@ struct GateBody {
 
 /// `POST /gate` `{"tag": "free" | null, "weight": 2.0}` →
 /// `200 {"allowed": bool, "reason": "allowed" | <v1 reason>}`.
-pub(crate) async fn gate(State(agent): State<Agent>, headers: HeaderMap, body: Bytes) -> Response {
-    let req: GateBody = match parse(&body) {
-        Ok(r) => r,
-        Err(e) => return e,
-    };
-    let weight = match req.weight {
-        Some(w) => w,
-        None => match header_weight(&headers, WEIGHT_HEADER) {
-            Ok(w) => w.unwrap_or(1.0),
-            Err(e) => return e,
+pub(crate) async fn gate(
+    State(agent): State<Agent>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ClientError> {
+    let req: GateBody = parse(&body)?;
+    let (tag, weight) = tag_and_weight(req.tag.as_deref(), req.weight, &headers)?;
+    Ok(
+        match agent
+            .waitstate()
+            .decide_demand(&Demand::new(tag).weight(weight))
+        {
+            Decision::Allowed { .. } => json(
+                StatusCode::OK,
+                r#"{"allowed":true,"reason":"allowed"}"#.to_owned(),
+            ),
+            Decision::Rejected(r) => {
+                let body = format!(
+                    r#"{{"allowed":false,"reason":"{}","detail":"{}","retryAfter":{},"tag":{}}}"#,
+                    v1_reason(r.reason()),
+                    r.reason().as_str(),
+                    r.retry_after_secs(),
+                    quoted(r.tag()),
+                );
+                let mut response = json(StatusCode::OK, body);
+                retry_after(&mut response, &r);
+                response
+            }
         },
-    };
-    let tag = req
-        .tag
-        .as_deref()
-        .or_else(|| header_str(&headers, TAG_HEADER))
-        .unwrap_or("");
-    match agent
-        .waitstate()
-        .decide_demand(&Demand::new(tag).weight(weight))
-    {
-        Decision::Allowed { .. } => json(
-            StatusCode::OK,
-            r#"{"allowed":true,"reason":"allowed"}"#.to_owned(),
-        ),
-        Decision::Rejected(r) => {
-            let body = format!(
-                r#"{{"allowed":false,"reason":"{}","detail":"{}","retryAfter":{},"tag":{}}}"#,
-                v1_reason(r.reason()),
-                r.reason().as_str(),
-                r.retry_after_secs(),
-                quoted(r.tag()),
-            );
-            let mut response = json(StatusCode::OK, body);
-            retry_after(&mut response, &r);
-            response
-        }
-    }
+    )
 }
 
 #[derive(Deserialize)]
@@ -90,23 +81,20 @@ pub(crate) async fn report_latency(
     State(agent): State<Agent>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    let req: LatencyBody = match parse(&body) {
-        Ok(r) => r,
-        Err(e) => return e,
-    };
+) -> Result<Response, ClientError> {
+    let req: LatencyBody = parse(&body)?;
     let Some(ms) = req.ms.filter(|ms| ms.is_finite() && *ms >= 0.0) else {
-        return error(
+        return Err(ClientError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_latency",
             "`ms` must be a finite number of milliseconds, 0 or more",
-        );
+        ));
     };
     // At most a day: a larger value is a unit mistake, and must not wrap anything.
     let latency = Duration::from_secs_f64(ms.min(86_400_000.0) / 1000.0);
     let tag = tag_of(req.tag.as_deref(), &headers);
     agent.inner.report_latency(tag, latency, Instant::now());
-    accepted()
+    Ok(accepted())
 }
 
 #[derive(Deserialize)]
@@ -120,15 +108,12 @@ pub(crate) async fn report_error(
     State(agent): State<Agent>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    let req: ErrorBody = match parse(&body) {
-        Ok(r) => r,
-        Err(e) => return e,
-    };
+) -> Result<Response, ClientError> {
+    let req: ErrorBody = parse(&body)?;
     agent
         .inner
         .report_error(tag_of(req.tag.as_deref(), &headers));
-    accepted()
+    Ok(accepted())
 }
 
 #[derive(Deserialize)]
@@ -146,23 +131,20 @@ pub(crate) async fn report_metric(
     State(agent): State<Agent>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    let req: MetricBody = match parse(&body) {
-        Ok(r) => r,
-        Err(e) => return e,
-    };
+) -> Result<Response, ClientError> {
+    let req: MetricBody = parse(&body)?;
     let tag = req
         .tag
         .as_deref()
         .or_else(|| header_str(&headers, TAG_HEADER));
     let value = req.value.unwrap_or(f64::NAN);
     match agent.waitstate().report(&req.metric, value, tag) {
-        Ok(()) => accepted(),
-        Err(e) => error(
+        Ok(()) => Ok(accepted()),
+        Err(e) => Err(ClientError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_metric",
-            &e.to_string(),
-        ),
+            e.to_string(),
+        )),
     }
 }
 

@@ -1,0 +1,143 @@
+//! The served agent: TCP on loopback, a unix socket, keep-alive, bounds, shutdown.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use waitstate_agent::{Agent, AgentConfig, AgentServer};
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("waitstate-agent-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Send raw HTTP/1.1 requests on one connection and read `n` answers' heads and bodies.
+async fn exchange<S: AsyncReadExt + AsyncWriteExt + Unpin>(s: &mut S, request: &str) -> String {
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let mut got = String::new();
+    // Read until the answer's body (content-length) is complete.
+    loop {
+        let n = s.read(&mut buf).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+        if let Some((head, body)) = got.split_once("\r\n\r\n") {
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if body.len() >= len {
+                break;
+            }
+        }
+    }
+    got
+}
+
+fn gate(tag: &str) -> String {
+    let body = format!(r#"{{"tag":"{tag}","weight":1.0}}"#);
+    format!(
+        "POST /gate HTTP/1.1\r\nhost: agent\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[tokio::test]
+async fn serves_tcp_and_a_unix_socket_and_shuts_down_cleanly() {
+    let dir = temp_dir("serve");
+    let sock = dir.join("agent.sock");
+    let agent = Agent::new(AgentConfig::default()).unwrap();
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let unix = UnixListener::bind(&sock).unwrap();
+    let server = AgentServer::serve(agent, Some(tcp), Some(unix)).unwrap();
+    let addr = server.local_addr().unwrap();
+    assert_eq!(server.url().unwrap(), format!("http://{addr}"));
+
+    // Keep-alive: two requests on one TCP connection.
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    let a = exchange(&mut c, &gate("free")).await;
+    assert!(a.starts_with("HTTP/1.1 200"), "{a}");
+    assert!(a.contains(r#"{"allowed":true,"reason":"allowed"}"#), "{a}");
+    let b = exchange(&mut c, &gate("pro")).await;
+    assert!(b.starts_with("HTTP/1.1 200"), "{b}");
+
+    let mut u = UnixStream::connect(&sock).await.unwrap();
+    let a = exchange(&mut u, &gate("free")).await;
+    assert!(a.contains(r#""allowed":true"#), "{a}");
+    drop((c, u));
+
+    assert_eq!(
+        server
+            .agent()
+            .waitstate()
+            .counters("free")
+            .unwrap()
+            .admitted,
+        2,
+        "one engine behind both sockets"
+    );
+    server.shutdown().await;
+    assert!(!sock.exists(), "the socket file is removed");
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_stale_socket_file_is_replaced_and_connections_are_bounded() {
+    let dir = temp_dir("bounds");
+    let sock = dir.join("agent.sock");
+    // A socket file left behind by a dead agent.
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    let config = AgentConfig::from_toml_str(&format!(
+        "[agent]\nunix_socket = \"{}\"\nmax_connections = 1\n",
+        sock.display()
+    ))
+    .unwrap();
+    let server = AgentServer::bind(Agent::new(config).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        server.local_addr(),
+        None,
+        "only the socket when only it is set"
+    );
+
+    let mut first = UnixStream::connect(&sock).await.unwrap();
+    let a = exchange(&mut first, &gate("free")).await;
+    assert!(a.starts_with("HTTP/1.1 200"), "{a}");
+    // The second connection is closed at once: nothing comes back.
+    let mut second = UnixStream::connect(&sock).await.unwrap();
+    let _ = second.write_all(gate("free").as_bytes()).await;
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(10), second.read(&mut buf))
+        .await
+        .expect("closed, not hanging")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    drop(first);
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_live_agents_socket_is_not_taken_over() {
+    let dir = temp_dir("live");
+    let sock = dir.join("agent.sock");
+    let config = format!("[agent]\nunix_socket = \"{}\"\n", sock.display());
+    let one = AgentServer::bind(Agent::new(AgentConfig::from_toml_str(&config).unwrap()).unwrap())
+        .await
+        .unwrap();
+    let two =
+        AgentServer::bind(Agent::new(AgentConfig::from_toml_str(&config).unwrap()).unwrap()).await;
+    assert!(two.is_err(), "one process per node");
+    one.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
