@@ -9,7 +9,8 @@
 //! the `weight_header` (default `x-waitstate-weight`), else 1.
 //!
 //! The answer: `200` (empty body, `x-waitstate-tag: <tag>`) when allowed; `429` with
-//! `Retry-After` and the JSON deny body when refused (`kill_signal` included). The
+//! `Retry-After`, `x-waitstate-reason` and the JSON deny body when refused (`kill_signal`
+//! included). The
 //! decision is stateless (no slot is held: a proxy cannot report back), so in-flight and
 //! latency rules need another source (`/report-latency`, or the tokens).
 
@@ -67,6 +68,11 @@ pub(crate) async fn authz(State(agent): State<Agent>, request: Request) -> Respo
                     r.headers_mut().insert(name, v);
                 }
             }
+            // For nginx, which passes the subrequest's headers on but not its body.
+            r.headers_mut().insert(
+                "x-waitstate-reason",
+                HeaderValue::from_static(rejection.reason().as_str()),
+            );
             r.headers_mut()
                 .entry(header::CONTENT_TYPE)
                 .or_insert(HeaderValue::from_static("application/json"));
