@@ -9,6 +9,8 @@ use actix_web::body::BoxBody;
 use actix_web::dev::ServiceResponse;
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use pin_project_lite::pin_project;
+use waitstate_core::tagger::Admission;
+use waitstate_core::tagger::current::{self, Scoped};
 use waitstate_core::{Permit, Reason, Rejection, WaitForSlot};
 
 use crate::body::ResponseBody;
@@ -19,6 +21,10 @@ pub use waitstate_core::adapter::DRY_RUN_HEADER;
 pin_project! {
     /// Response future of the [`Gate`](crate::Gate) middleware. Dropping it before it is
     /// ready releases the request's in-flight slot.
+    ///
+    /// The app's future runs with the request's [`Admission`] as the current one
+    /// ([`waitstate_core::tagger::current`]), so outgoing calls through `waitstate-tower`'s
+    /// client layer or middleware carry the request's tag downstream.
     pub struct ResponseFuture<F, C> {
         #[pin]
         kind: Kind<F, C>,
@@ -38,7 +44,7 @@ pin_project! {
         },
         Allowed {
             #[pin]
-            future: F,
+            future: Scoped<F>,
             permit: Option<Permit>,
             classifier: C,
             dry_run: Option<Reason>,
@@ -57,12 +63,16 @@ impl<F, C> ResponseFuture<F, C> {
     pub(crate) fn allowed(
         future: F,
         permit: Permit,
+        admission: Admission,
         classifier: C,
         dry_run: Option<Reason>,
-    ) -> Self {
+    ) -> Self
+    where
+        F: Future,
+    {
         Self {
             kind: Kind::Allowed {
-                future,
+                future: current::scoped(admission, future),
                 permit: Some(permit),
                 classifier,
                 dry_run,
@@ -134,10 +144,16 @@ where
                 classifier,
                 dry_run,
             } => {
+                if permit.is_none() {
+                    // Polled again after completion: a contract breach of the caller; answer
+                    // without touching any counter (or the spent app future) rather than
+                    // panic.
+                    return Poll::Ready(Err(actix_web::error::ErrorInternalServerError(
+                        "waitstate: polled after completion",
+                    )));
+                }
                 let result = ready!(future.poll(cx));
                 let Some(mut permit) = permit.take() else {
-                    // Polled again after completion: a contract breach of the caller; answer
-                    // without touching any counter rather than panic.
                     return Poll::Ready(
                         result.map(|r| r.map_body(|_, b| ResponseBody::inner(b, None))),
                     );

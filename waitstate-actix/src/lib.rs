@@ -98,20 +98,27 @@
 
 mod body;
 mod classify;
+mod extract;
 mod future;
 mod gate;
+mod identity;
 mod rejection;
+mod response;
 mod service;
 mod view;
 
 pub use body::ResponseBody;
 pub use classify::{Classify, DefaultClassifier};
+pub use extract::{Admitted, AdmittedTag, GateMissing};
 pub use future::{DRY_RUN_HEADER, ResponseFuture};
 pub use gate::Gate;
+pub use identity::{ActixExtensions, ClaimTagger, ExtensionTagger, extension};
 pub use rejection::{DefaultRejection, MakeRejection, RejectionContext, grpc_response};
+pub use response::Rejected;
 pub use service::GateMiddleware;
 pub use waitstate_core::tagger::{
-    Admission, ConstTagger, HeaderTagger, PathTagger, RequestView, Tagger, Tagging, cohort_of,
+    Admission, ApiKeyTagger, COHORT_HEADER, Claims, ConstTagger, GrpcTagger, HeaderTagger,
+    PathTagger, PeerCohort, RequestView, TAG_HEADER, Tagger, Tagging, cohort_of,
 };
 pub use waitstate_core::{Reason, Rejection, Tag, WaitState};
 

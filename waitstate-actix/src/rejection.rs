@@ -95,7 +95,7 @@ pub fn grpc_response(r: &Rejection) -> HttpResponse {
     to_response(adapter::render(r, true, 429))
 }
 
-fn to_response(rendered: adapter::Rendered) -> HttpResponse {
+pub(crate) fn to_response(rendered: adapter::Rendered) -> HttpResponse {
     let status = StatusCode::from_u16(rendered.status).unwrap_or(StatusCode::TOO_MANY_REQUESTS);
     let mut res = HttpResponse::build(status).body(rendered.body);
     for (name, value) in rendered.headers {

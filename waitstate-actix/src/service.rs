@@ -83,16 +83,21 @@ where
             Verdict::Admitted { permit, admission } => {
                 let dry = shared.dry_run_mark(&admission);
                 if shared.admission_extension {
-                    req.extensions_mut().insert(admission);
+                    req.extensions_mut().insert(admission.clone());
                 }
                 ResponseFuture::allowed(
                     self.service.call(req),
                     permit,
+                    admission,
                     shared.classifier.clone(),
                     dry,
                 )
             }
-            Verdict::Waiting { wait, weight } => {
+            Verdict::Waiting {
+                wait,
+                weight,
+                cohort,
+            } => {
                 // The slow path: hold the request until a slot is handed over (or its
                 // deadline passes), then call the app.
                 let service = self.service.clone();
@@ -101,14 +106,16 @@ where
                     wait,
                     Box::new(move |outcome| match outcome {
                         Ok(permit) => {
-                            let admission = adapter::admission_for(&permit, weight);
+                            let admission =
+                                adapter::admission_for(&permit, weight).with_cohort(cohort);
                             let dry = shared.dry_run_mark(&admission);
                             if shared.admission_extension {
-                                req.extensions_mut().insert(admission);
+                                req.extensions_mut().insert(admission.clone());
                             }
                             ResponseFuture::allowed(
                                 service.call(req),
                                 permit,
+                                admission,
                                 shared.classifier.clone(),
                                 dry,
                             )

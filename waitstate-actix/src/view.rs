@@ -1,6 +1,9 @@
-use std::cell::OnceCell;
+use std::any::Any;
+use std::cell::{OnceCell, Ref};
+use std::net::SocketAddr;
 
-use actix_web::dev::ServiceRequest;
+use actix_web::HttpMessage;
+use actix_web::dev::{Extensions, ServiceRequest};
 use actix_web::http::header::{self, HeaderValue};
 use waitstate_core::tagger::RequestView;
 
@@ -11,6 +14,9 @@ use waitstate_core::tagger::RequestView;
 pub(crate) struct ActixView<'a> {
     req: &'a ServiceRequest,
     route: OnceCell<Option<String>>,
+    // Borrowed only if a tagger reads the extensions, for as long as the view lives (the
+    // gate step).
+    extensions: OnceCell<Ref<'a, Extensions>>,
 }
 
 impl<'a> ActixView<'a> {
@@ -18,6 +24,7 @@ impl<'a> ActixView<'a> {
         Self {
             req,
             route: OnceCell::new(),
+            extensions: OnceCell::new(),
         }
     }
 }
@@ -39,6 +46,15 @@ impl RequestView for ActixView<'_> {
         self.route
             .get_or_init(|| self.req.match_pattern())
             .as_deref()
+    }
+
+    fn peer_addr(&self) -> Option<SocketAddr> {
+        self.req.peer_addr()
+    }
+
+    fn extensions(&self) -> Option<&dyn Any> {
+        let ext: &Extensions = self.extensions.get_or_init(|| self.req.extensions());
+        Some(ext)
     }
 }
 

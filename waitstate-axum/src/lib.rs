@@ -119,9 +119,10 @@ pub use response::Rejected;
 pub use route::{InvalidWeight, RouteWeights, Weight};
 pub use waitstate_core::{Policy, Reason, Rejection, Tag, WaitState};
 pub use waitstate_tower::{
-    Admission, Classify, ConstTagger, DRY_RUN_HEADER, DefaultClassifier, DefaultRejection,
-    GateLayer, GateService, HeaderTagger, MakeRejection, MatchedRoute, Outcome, PathTagger,
-    RejectionContext, RequestView, ResponseBody, ResponseFuture, Tagger, Tagging, cohort_of,
+    Admission, ApiKeyTagger, ClaimTagger, Claims, Classify, ConstTagger, DRY_RUN_HEADER,
+    DefaultClassifier, DefaultRejection, ExtensionTagger, GateLayer, GateService, HeaderTagger,
+    HttpExtensions, MakeRejection, MatchedRoute, Outcome, PathTagger, PeerCohort, RejectionContext,
+    RequestView, ResponseBody, ResponseFuture, Tagger, Tagging, cohort_of, extension,
 };
 
 /// The README's axum section compiles and its assertions hold (run by `cargo test --doc`).

@@ -211,6 +211,8 @@ mod gate_step {
             wait: WaitForSlot,
             /// The request's weight, for its [`Admission`].
             weight: f64,
+            /// The request's cohort key, for its [`Admission`].
+            cohort: Option<u64>,
         },
         /// Turned away.
         Rejected(Rejection),
@@ -232,12 +234,13 @@ mod gate_step {
         demand.max_wait = req.header("grpc-timeout").and_then(super::grpc_timeout);
         match ws.enter(&demand) {
             Entry::Admitted(permit) => {
-                let admission = admission_for(&permit, tagging.weight);
+                let admission = admission_for(&permit, tagging.weight).with_cohort(tagging.cohort);
                 Verdict::Admitted { permit, admission }
             }
             Entry::Waiting(wait) => Verdict::Waiting {
                 wait,
                 weight: tagging.weight,
+                cohort: tagging.cohort,
             },
             Entry::Rejected(rejection) => Verdict::Rejected(rejection),
         }

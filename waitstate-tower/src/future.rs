@@ -8,6 +8,8 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
+use waitstate_core::tagger::Admission;
+use waitstate_core::tagger::current::{self, Scoped};
 use waitstate_core::{Permit, Reason, Rejection, WaitForSlot};
 
 use crate::body::{Guard, ResponseBody};
@@ -18,6 +20,10 @@ pub use waitstate_core::adapter::DRY_RUN_HEADER;
 pin_project! {
     /// Response future of [`GateService`](crate::GateService). Dropping it before it is
     /// ready releases the request's in-flight slot, or its place in the queue.
+    ///
+    /// The inner service's future runs with the request's [`Admission`] as the current one
+    /// ([`waitstate_core::tagger::current`]), so calls it makes through a
+    /// [`ClientLayer`](crate::client::ClientLayer) carry the request's tag downstream.
     ///
     /// `S` and `B` are the inner service and the request body: a request that waits for a
     /// slot is held here, with a ready clone of the inner service, until its turn.
@@ -32,6 +38,7 @@ struct Resume<S, B, C> {
     inner: S,
     request: Request<B>,
     weight: f64,
+    cohort: Option<u64>,
     classifier: C,
     admission_extension: bool,
     dry_run_header: bool,
@@ -48,7 +55,7 @@ pin_project! {
         },
         Allowed {
             #[pin]
-            future: F,
+            future: Scoped<F>,
             permit: Option<Permit>,
             classifier: Option<C>,
             dry_run: Option<Reason>,
@@ -67,12 +74,16 @@ impl<F, C, S, B> ResponseFuture<F, C, S, B> {
     pub(crate) fn allowed(
         future: F,
         permit: Permit,
+        admission: Admission,
         classifier: C,
         dry_run: Option<Reason>,
-    ) -> Self {
+    ) -> Self
+    where
+        F: Future,
+    {
         Self {
             kind: Kind::Allowed {
-                future,
+                future: current::scoped(admission, future),
                 permit: Some(permit),
                 classifier: Some(classifier),
                 dry_run,
@@ -86,6 +97,7 @@ impl<F, C, S, B> ResponseFuture<F, C, S, B> {
         inner: S,
         request: Request<B>,
         weight: f64,
+        cohort: Option<u64>,
         classifier: C,
         admission_extension: bool,
         dry_run_header: bool,
@@ -98,6 +110,7 @@ impl<F, C, S, B> ResponseFuture<F, C, S, B> {
                     inner,
                     request,
                     weight,
+                    cohort,
                     classifier,
                     admission_extension,
                     dry_run_header,
@@ -166,17 +179,19 @@ where
                         mut inner,
                         mut request,
                         weight,
+                        cohort,
                         classifier,
                         admission_extension,
                         dry_run_header,
                     } = resume;
-                    let admission = waitstate_core::adapter::admission_for(&permit, weight);
+                    let admission =
+                        waitstate_core::adapter::admission_for(&permit, weight).with_cohort(cohort);
                     let dry_run = admission.would_reject.filter(|_| dry_run_header);
                     if admission_extension {
-                        request.extensions_mut().insert(admission);
+                        request.extensions_mut().insert(admission.clone());
                     }
                     Kind::Allowed {
-                        future: inner.call(request),
+                        future: current::scoped(admission, inner.call(request)),
                         permit: Some(permit),
                         classifier: Some(classifier),
                         dry_run,
@@ -193,10 +208,14 @@ where
                 classifier,
                 dry_run,
             } => {
+                if permit.is_none() {
+                    // Polled again after completion: a contract breach of the caller; answer
+                    // without touching any counter (or the spent inner future) rather than
+                    // panic.
+                    return Poll::Ready(Ok(Response::new(ResponseBody::full(Bytes::new()))));
+                }
                 let result = ready!(future.poll(cx));
                 let Some(mut permit) = permit.take() else {
-                    // Polled again after completion: a contract breach of the caller; answer
-                    // without touching any counter rather than panic.
                     return Poll::Ready(result.map(|r| r.map(|b| ResponseBody::inner(b, None))));
                 };
                 match result {

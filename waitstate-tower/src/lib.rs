@@ -67,7 +67,12 @@
 
 mod body;
 mod classify;
+#[cfg(feature = "client")]
+pub mod client;
 mod future;
+mod identity;
+#[cfg(feature = "tonic")]
+pub mod interceptor;
 mod layer;
 mod rejection;
 mod service;
@@ -76,11 +81,15 @@ mod view;
 pub use body::ResponseBody;
 pub use classify::{Classify, DefaultClassifier, Outcome};
 pub use future::{DRY_RUN_HEADER, ResponseFuture};
+pub use identity::{ClaimTagger, ExtensionTagger, HttpExtensions, PeerAddr, extension};
+#[cfg(feature = "tonic")]
+pub use interceptor::{GateInterceptor, InterceptedPermit};
 pub use layer::GateLayer;
 pub use rejection::{DefaultRejection, MakeRejection, RejectionContext, grpc_response};
 pub use service::GateService;
 pub use view::MatchedRoute;
 pub use waitstate_core::tagger::{
-    Admission, ConstTagger, HeaderTagger, PathTagger, RequestView, Tagger, Tagging, cohort_of,
+    Admission, ApiKeyTagger, COHORT_HEADER, Claims, ConstTagger, GrpcTagger, HeaderTagger,
+    PathTagger, PeerCohort, RequestView, TAG_HEADER, Tagger, Tagging, cohort_of,
 };
 pub use waitstate_core::{Reason, Rejection, Tag, WaitState};

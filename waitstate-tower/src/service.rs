@@ -92,16 +92,21 @@ where
             Verdict::Admitted { permit, admission } => {
                 let dry = shared.dry_run_mark(&admission);
                 if shared.admission_extension {
-                    req.extensions_mut().insert(admission);
+                    req.extensions_mut().insert(admission.clone());
                 }
                 ResponseFuture::allowed(
                     self.inner.call(req),
                     permit,
+                    admission,
                     shared.classifier.clone(),
                     dry,
                 )
             }
-            Verdict::Waiting { wait, weight } => {
+            Verdict::Waiting {
+                wait,
+                weight,
+                cohort,
+            } => {
                 // The slow path: the request waits for a slot, then calls the inner service
                 // that was made ready for it (a clone takes its place here, as tower's docs
                 // advise for services called later).
@@ -114,6 +119,7 @@ where
                     inner,
                     req,
                     weight,
+                    cohort,
                     shared.classifier.clone(),
                     shared.admission_extension,
                     shared.dry_run_header,

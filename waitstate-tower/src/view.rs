@@ -23,6 +23,14 @@ impl<B> RequestView for HttpView<'_, B> {
         self.0.headers().get(name).map(http::HeaderValue::as_bytes)
     }
 
+    fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+        crate::identity::peer_addr(self.0.extensions())
+    }
+
+    fn extensions(&self) -> Option<&dyn std::any::Any> {
+        Some(self.0.extensions())
+    }
+
     fn route(&self) -> Option<&str> {
         let ext = self.0.extensions();
         if let Some(r) = ext.get::<MatchedRoute>() {

@@ -7,7 +7,12 @@
 //! one tagger value serves every framework.
 //!
 //! Presets: [`HeaderTagger`] (the `x-waitstate-tag` header, as the existing WaitState SDKs'
-//! middleware reads it), [`PathTagger`] (a route table), [`ConstTagger`]. Any
+//! middleware reads it), [`PathTagger`] (a route table), [`ConstTagger`], [`GrpcTagger`]
+//! (by full gRPC method name or metadata key), and the identity taggers, which read who is
+//! asking: [`ApiKeyTagger`] (an API key header mapped to a tag), [`PeerCohort`] (the peer's
+//! IP address as the cohort), [`ExtensionTagger`] (a typed value an auth layer put in the
+//! request's extensions, such as a user) and [`ClaimTagger`] (a claim of a JWT that an
+//! auth layer verified and put in the extensions). Any
 //! `Fn(&dyn RequestView) -> Tagging<'static>` closure is a tagger too.
 //!
 //! # Trusting headers
@@ -43,10 +48,30 @@
 //! assert_eq!(by_logic.tag(&Req).tag, "free");
 //! ```
 
+use std::any::Any;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
 
 use crate::registry::DEFAULT_TAG;
+
+#[cfg(feature = "runtime")]
+pub mod current;
+mod grpc;
+mod identity;
+
+pub use grpc::GrpcTagger;
+pub use identity::{
+    ApiKeyTagger, ClaimTagger, Claims, ExtensionReader, ExtensionTagger, PeerCohort, extension,
+};
+
+/// The header a downstream call carries the caller's tag in, and the tag header
+/// [`HeaderTagger`] reads by default.
+pub const TAG_HEADER: &str = "x-waitstate-tag";
+
+/// The header a downstream call carries the caller's cohort key in (16 lower-case hex
+/// digits). `HeaderTagger::new().cohort_header(COHORT_HEADER)` reads it back.
+pub const COHORT_HEADER: &str = "x-waitstate-cohort";
 
 /// A read-only view of an HTTP request, the same over every framework.
 pub trait RequestView {
@@ -58,6 +83,21 @@ pub trait RequestView {
     fn header(&self, name: &str) -> Option<&[u8]>;
     /// The matched route pattern (`/users/{id}`), when the framework has routed already.
     fn route(&self) -> Option<&str> {
+        None
+    }
+
+    /// The address of the peer that sent the request, when the framework knows it
+    /// (axum's `ConnectInfo<SocketAddr>`, tonic's `TcpConnectInfo`, actix-web's
+    /// `peer_addr`). Behind a proxy it is the proxy's address.
+    fn peer_addr(&self) -> Option<SocketAddr> {
+        None
+    }
+
+    /// The framework's typed request extensions, where an auth layer puts the identity it
+    /// established (a user, verified JWT claims): `http::Extensions` in `waitstate-tower`
+    /// (hyper, axum, tonic), actix-web's `Extensions` in `waitstate-actix`. Read a value
+    /// with [`extension`] and the adapter's [`ExtensionReader`].
+    fn extensions(&self) -> Option<&dyn Any> {
         None
     }
 }
@@ -131,17 +171,42 @@ pub struct Admission {
     pub weight: f64,
     /// In dry run: what enforcement would have done.
     pub would_reject: Option<crate::Reason>,
+    /// The cohort key the tagger gave, carried to downstream calls with the tag.
+    pub cohort: Option<u64>,
 }
 
 impl Admission {
-    /// The admission of a request of `weight` under `tag`.
+    /// The admission of a request of `weight` under `tag`, with no cohort.
     pub fn new(tag: crate::Tag, weight: f64, would_reject: Option<crate::Reason>) -> Self {
         Self {
             tag,
             weight,
             would_reject,
+            cohort: None,
         }
     }
+
+    /// The same, with this cohort key.
+    #[must_use]
+    pub fn with_cohort(mut self, cohort: Option<u64>) -> Self {
+        self.cohort = cohort;
+        self
+    }
+
+    /// The cohort as [`COHORT_HEADER`] carries it: 16 lower-case hex digits.
+    pub fn cohort_header_value(&self) -> Option<[u8; 16]> {
+        self.cohort.map(hex16)
+    }
+}
+
+/// `n` as 16 lower-case hex digits, without allocating.
+fn hex16(n: u64) -> [u8; 16] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 16];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = DIGITS[((n >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    out
 }
 
 /// The cohort key of a user or API key: a hash that is the same on every instance and
@@ -238,8 +303,8 @@ impl Default for HeaderTagger {
 }
 
 impl HeaderTagger {
-    /// The default header name for the tag.
-    pub const DEFAULT_HEADER: &'static str = "x-waitstate-tag";
+    /// The default header name for the tag ([`TAG_HEADER`]).
+    pub const DEFAULT_HEADER: &'static str = TAG_HEADER;
 
     /// Tag from `x-waitstate-tag`, fallback `__default__`, weight 1.
     pub fn new() -> Self {
@@ -470,11 +535,11 @@ impl Tagger for ConstTagger {
 mod tests {
     use super::*;
 
-    struct Req {
-        method: &'static str,
-        path: &'static str,
-        route: Option<&'static str>,
-        headers: Vec<(&'static str, Vec<u8>)>,
+    pub(super) struct Req {
+        pub(super) method: &'static str,
+        pub(super) path: &'static str,
+        pub(super) route: Option<&'static str>,
+        pub(super) headers: Vec<(&'static str, Vec<u8>)>,
     }
 
     impl RequestView for Req {
@@ -495,7 +560,14 @@ mod tests {
         }
     }
 
-    fn req(headers: &[(&'static str, &[u8])]) -> Req {
+    /// A live tag, from an engine.
+    pub(super) fn tag(name: &str) -> crate::Tag {
+        let engine = crate::Engine::new(&crate::Config::default()).unwrap();
+        let ticket = engine.admit(&crate::Demand::new(name), std::time::Duration::ZERO);
+        ticket.unwrap().tag()
+    }
+
+    pub(super) fn req(headers: &[(&'static str, &[u8])]) -> Req {
         Req {
             method: "GET",
             path: "/x",
@@ -591,6 +663,16 @@ mod tests {
         );
         let shared = std::sync::Arc::new(c);
         assert_eq!(shared.tag(&req(&[])).tag, "batch");
+    }
+
+    #[test]
+    fn cohort_header_value_is_hex() {
+        let a = Admission::new(tag("pro"), 1.0, None);
+        assert_eq!(a.cohort_header_value(), None);
+        let a = a.with_cohort(Some(0x0123_4567_89ab_cdef));
+        assert_eq!(&a.cohort_header_value().unwrap(), b"0123456789abcdef");
+        assert_eq!(&hex16(u64::MAX), b"ffffffffffffffff");
+        assert_eq!(&hex16(0), b"0000000000000000");
     }
 
     #[test]
