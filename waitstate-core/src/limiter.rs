@@ -96,6 +96,39 @@ impl Gcra {
         now_ns: u64,
         weight: f64,
     ) -> Result<(), Duration> {
+        self.try_acquire_within(tat, now_ns, weight, self.tolerance_ns)
+    }
+
+    /// [`Gcra::try_acquire`] that may use only `share` (0..=1) of the burst: a request
+    /// that must leave the rest of the burst to others. Requests asking with a larger share
+    /// still pass while the smaller shares are refused, so under a sustained excess the
+    /// budget goes to the largest shares first, and whatever they leave to the others (the
+    /// rate is never left unused while anyone asks).
+    pub(crate) fn try_acquire_sharing(
+        &self,
+        tat: &AtomicU64,
+        now_ns: u64,
+        weight: f64,
+        share: f64,
+    ) -> Result<(), Duration> {
+        let share = if share.is_nan() {
+            1.0
+        } else {
+            share.clamp(0.0, 1.0)
+        };
+        // At least one request's worth, or a small share of a small burst refuses all.
+        let min = (MIN_COST.max(1.0) * self.ns_per_unit).min(self.tolerance_ns as f64);
+        let tolerance = (self.tolerance_ns as f64 * share).max(min) as u64;
+        self.try_acquire_within(tat, now_ns, weight, tolerance)
+    }
+
+    fn try_acquire_within(
+        &self,
+        tat: &AtomicU64,
+        now_ns: u64,
+        weight: f64,
+        tolerance_ns: u64,
+    ) -> Result<(), Duration> {
         if !self.ns_per_unit.is_finite() {
             return Err(Duration::from_secs(1));
         }
@@ -105,7 +138,7 @@ impl Gcra {
             let base = cur.max(now_ns);
             let new_tat = base.saturating_add(cost);
             // Allowed when the new theoretical arrival time is within the tolerance of now.
-            let allow_at = new_tat.saturating_sub(self.tolerance_ns);
+            let allow_at = new_tat.saturating_sub(tolerance_ns);
             if allow_at > now_ns {
                 return Err(Duration::from_nanos(allow_at - now_ns));
             }

@@ -14,7 +14,8 @@ pub enum SafeMode {
     Open,
     /// Drop the control plane's policy and cap admissions at
     /// [`ControlPlane::safe_mode_max_rps`] requests per second (rejections say
-    /// `lease_expired`).
+    /// `lease_expired`), by priority: the lowest priority is refused first, and the top
+    /// level is refused only when it alone asks for more than the cap.
     FixedRps,
     /// Keep enforcing the last policy received.
     LastPolicy,

@@ -115,13 +115,18 @@ impl ControlShared {
     }
 
     /// The hot path's safe-mode check: `Some` rejection when `fixed_rps` is in force and
-    /// the budget is spent.
+    /// the budget left to the tag's priority is spent (lowest priorities first).
     #[inline]
     pub(crate) fn safe_mode_gate(&self, inner: &Inner, tag: &str) -> Option<Rejection> {
         if !self.gate.is_engaged() || inner.engine.is_dry_run() {
             return None;
         }
-        match self.gate.try_acquire(inner.now()) {
+        let engine = &inner.engine;
+        let levels = engine.priority_levels();
+        let priority = engine.priority_of(tag);
+        // The level at or below the tag's priority (levels are sorted, lowest first).
+        let level = levels.partition_point(|l| *l <= priority).saturating_sub(1);
+        match self.gate.try_acquire(inner.now(), level, levels.len()) {
             Ok(()) => None,
             Err(wait) => Some(inner.engine.reject_outside(tag, Reason::LeaseExpired, wait)),
         }

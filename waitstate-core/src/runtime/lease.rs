@@ -191,12 +191,24 @@ impl SafeModeGate {
         self.engaged.load(Relaxed)
     }
 
-    /// Spend one admission of the cap at `now`: `Ok`, or `Err(wait)` until one fits.
-    /// Ask only while [`SafeModeGate::is_engaged`].
+    /// Spend one admission of the cap at `now` for a request at priority level `level` of
+    /// `levels` (0 the lowest): `Ok`, or `Err(wait)` until one fits. Ask only while
+    /// [`SafeModeGate::is_engaged`].
+    ///
+    /// By priority, lowest shed first: level `i` may use `(i + 1) / levels` of the cap's
+    /// one-second burst, so while the top level asks for the whole rate the lower levels are
+    /// refused, and they get whatever the levels above leave (the rate is never left unused
+    /// while anyone asks).
     #[inline]
-    pub(crate) fn try_acquire(&self, now: Duration) -> Result<(), Duration> {
+    pub(crate) fn try_acquire(
+        &self,
+        now: Duration,
+        level: usize,
+        levels: usize,
+    ) -> Result<(), Duration> {
         let now = u64::try_from(now.as_nanos()).unwrap_or(u64::MAX);
-        self.rate.try_acquire(&self.tat, now, 1.0)
+        let share = (level + 1) as f64 / levels.max(1) as f64;
+        self.rate.try_acquire_sharing(&self.tat, now, 1.0, share)
     }
 }
 
@@ -376,20 +388,52 @@ mod tests {
         assert!(gate.is_engaged());
         let t = 10 * S;
         // One second of budget as a burst, then one every 500 ms.
-        assert_eq!(gate.try_acquire(t), Ok(()));
-        assert_eq!(gate.try_acquire(t), Ok(()));
-        assert_eq!(gate.try_acquire(t), Err(500 * MS));
-        assert_eq!(gate.try_acquire(t + 499 * MS), Err(MS));
-        assert_eq!(gate.try_acquire(t + 500 * MS), Ok(()));
-        assert_eq!(gate.try_acquire(t + 500 * MS), Err(500 * MS));
+        assert_eq!(gate.try_acquire(t, 0, 1), Ok(()));
+        assert_eq!(gate.try_acquire(t, 0, 1), Ok(()));
+        assert_eq!(gate.try_acquire(t, 0, 1), Err(500 * MS));
+        assert_eq!(gate.try_acquire(t + 499 * MS, 0, 1), Err(MS));
+        assert_eq!(gate.try_acquire(t + 500 * MS, 0, 1), Ok(()));
+        assert_eq!(gate.try_acquire(t + 500 * MS, 0, 1), Err(500 * MS));
         gate.set(false);
         assert!(!gate.is_engaged());
+    }
+
+    #[test]
+    fn the_gate_sheds_the_lowest_priority_first_and_leaves_no_rate_unused() {
+        // 100/s, three levels: every 10 ms, the top level and the lowest ask. The top level
+        // gets its 50/s in full; the lowest only what it leaves.
+        let gate = SafeModeGate::new(100.0);
+        gate.set(true);
+        let (mut top, mut low) = (0, 0);
+        for i in 0..1000u32 {
+            let t = 10 * S + MS * (10 * i);
+            if i % 2 == 0 && gate.try_acquire(t, 2, 3).is_ok() {
+                top += 1;
+            }
+            for _ in 0..10 {
+                if gate.try_acquire(t, 0, 3).is_ok() {
+                    low += 1;
+                }
+            }
+        }
+        // Ten seconds: the top level asked 500 times and got all of them.
+        assert_eq!(top, 500);
+        // The rate (100/s for 10 s, plus the lowest's third of the burst) is used.
+        assert!((500..=540).contains(&low), "{low}");
+
+        // The lowest alone gets the whole rate.
+        let gate = SafeModeGate::new(100.0);
+        gate.set(true);
+        let low = (0..1000u32)
+            .filter(|i| gate.try_acquire(10 * S + MS * (10 * i), 0, 3).is_ok())
+            .count();
+        assert!(low >= 990, "{low}");
     }
 
     #[test]
     fn the_gate_saturates_a_time_past_u64_nanoseconds() {
         let gate = SafeModeGate::new(1.0);
         gate.set(true);
-        assert_eq!(gate.try_acquire(Duration::MAX), Ok(()));
+        assert_eq!(gate.try_acquire(Duration::MAX, 0, 1), Ok(()));
     }
 }
