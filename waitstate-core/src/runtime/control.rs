@@ -85,6 +85,12 @@ pub(crate) struct ControlShared {
     /// Custom metric aggregates the reflex ticks took from the engine, not yet pulsed.
     custom: Mutex<BTreeMap<(Option<String>, String), Aggregate>>,
     status: Mutex<ControlStatus>,
+    /// The counters the control plane last acknowledged, kept here so that a control task
+    /// restarted after a panic neither sends them again nor loses what was not sent.
+    acked: Mutex<Arc<Snapshot>>,
+    /// Tests: make the control task panic at its next wake-up.
+    #[cfg(test)]
+    pub(crate) inject_panic: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for ControlShared {
@@ -111,6 +117,9 @@ impl ControlShared {
             instance_id,
             custom: Mutex::new(BTreeMap::new()),
             status: Mutex::new(status),
+            acked: Mutex::new(Arc::new(Snapshot::new())),
+            #[cfg(test)]
+            inject_panic: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -247,8 +256,9 @@ struct Client {
     http: reqwest::Client,
     base: String,
     token: Option<Token>,
-    /// Cumulative counters the control plane has acknowledged.
-    acked: Snapshot,
+    /// Cumulative counters the control plane has acknowledged (mirrored in the shared
+    /// part: see [`Client::set_acked`]).
+    acked: Arc<Snapshot>,
     /// Cumulative counters at the start of each window not yet acknowledged but the first.
     cuts: VecDeque<Snapshot>,
     /// When the open (not yet closed) window started.
@@ -269,6 +279,9 @@ pub(crate) async fn run(inner: Weak<Inner>, shared: Arc<ControlShared>, http: re
         return;
     };
     let seed = uuid::Uuid::new_v4().as_u128();
+    // A restart after a panic resumes from what was acknowledged: what the engine counted
+    // since goes out in the next pulse, once.
+    let acked = lock(&shared.acked).clone();
     let mut c = Client {
         base: shared
             .config
@@ -281,7 +294,7 @@ pub(crate) async fn run(inner: Weak<Inner>, shared: Arc<ControlShared>, http: re
         shared,
         http,
         token: None,
-        acked: Snapshot::new(),
+        acked,
         cuts: VecDeque::new(),
         window_start: clock_now(),
         origin,
@@ -300,6 +313,13 @@ pub(crate) async fn run(inner: Weak<Inner>, shared: Arc<ControlShared>, http: re
         }
         tokio::time::sleep_until(wake).await;
         let Some(inner) = inner.upgrade() else { break };
+        #[cfg(test)]
+        if c.shared
+            .inject_panic
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            panic!("injected by a test");
+        }
         let now = clock_now();
         c.check_lease(&inner, now);
         if now >= next_sync {
@@ -545,7 +565,7 @@ impl Client {
         match self.send(req).await {
             Ok(answer) => {
                 // The telemetry is acknowledged whatever the answer holds.
-                self.acked = current;
+                self.set_acked(current);
                 self.cuts.clear();
                 self.window_start = now;
                 self.shared.update(|s| {
@@ -561,6 +581,13 @@ impl Client {
                 self.pulse_failed(custom, current, now)
             }
         }
+    }
+
+    /// What the control plane has (or, for dropped windows, will never have): here and in
+    /// the shared part, for a restarted task.
+    fn set_acked(&mut self, acked: Snapshot) {
+        self.acked = Arc::new(acked);
+        *lock(&self.shared.acked) = self.acked.clone();
     }
 
     /// Carry at most `carried_windows` windows: the oldest are dropped (and counted).
@@ -580,7 +607,7 @@ impl Client {
                 requests = lost,
                 "WaitState control plane unreachable for too long: dropping the oldest telemetry window"
             );
-            self.acked = oldest;
+            self.set_acked(oldest);
             self.shared.update(|s| {
                 s.windows_dropped += 1;
                 s.requests_dropped += lost;
@@ -754,6 +781,51 @@ mod tests {
         let opted_in =
             ControlPlane::new("http://10.0.0.1:7700", "pk", "sk").allow_insecure_http(true);
         assert!(http_client(&opted_in).is_ok());
+    }
+
+    /// Issue 15, item 3: a control task that panics is restarted, and `is_running` covers
+    /// it. Before, the panic left the instance with no lease and no syncs for good, while
+    /// `is_running` (the reflex task only) said all was well.
+    #[tokio::test(start_paused = true)]
+    async fn a_control_task_that_panics_is_restarted() {
+        // Nothing listens there: every sync fails, and is counted.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", closed.local_addr().unwrap());
+        drop(closed);
+        let ws = crate::WaitState::builder()
+            .control_plane(ControlPlane::new(url, "pk", "sk"))
+            .build()
+            .unwrap();
+        let shared = ws.inner.control.clone().unwrap();
+        let syncs = || ws.control_status().unwrap().syncs_failed;
+        while syncs() == 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        shared
+            .inject_panic
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        // The panic happens at the task's next wake-up (a retry within the sync backoff).
+        while shared
+            .inject_panic
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let before = syncs();
+        assert!(ws.is_running());
+        // Restarted: it syncs (and fails) again.
+        for _ in 0..600 {
+            if syncs() > before {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            syncs() > before,
+            "no sync after the panic: {:?}",
+            ws.control_status()
+        );
+        assert!(ws.is_running());
     }
 
     #[test]

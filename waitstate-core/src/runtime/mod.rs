@@ -245,10 +245,18 @@ impl WaitState {
         self.inner.control.as_ref().map(|c| c.status())
     }
 
-    /// Whether the background task is still running (it stops with the last handle).
+    /// Whether every background task is still running: the rule evaluator, adaptive
+    /// admission's ticker and, with a control plane, its client's supervisor (they stop with
+    /// the last handle). A control-plane task that panics is restarted by its supervisor
+    /// (logged at error level), so this stays true through that.
     pub fn is_running(&self) -> bool {
-        let task = self.inner.task.lock().unwrap_or_else(|p| p.into_inner());
-        task.as_ref().is_some_and(|t| !t.is_finished())
+        let running = |task: &Mutex<Option<JoinHandle<()>>>| {
+            let task = task.lock().unwrap_or_else(|p| p.into_inner());
+            task.as_ref().is_some_and(|t| !t.is_finished())
+        };
+        running(&self.inner.task)
+            && running(&self.inner.admission_task)
+            && (self.inner.control.is_none() || running(&self.inner.control_task))
     }
 }
 
@@ -391,7 +399,7 @@ impl Builder {
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some(admission);
         if let Some((shared, http)) = control {
-            let task = handle.spawn(control::run(Arc::downgrade(&inner), shared, http));
+            let task = handle.spawn(supervise_control(Arc::downgrade(&inner), shared, http));
             *inner.control_task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
         }
         Ok(WaitState { inner })
@@ -412,6 +420,38 @@ async fn run(inner: Weak<Inner>, mut reflex: Reflex, first: Instant, tick: Durat
             control.add_custom(reflex.last_custom());
         }
         inner.status.store(Arc::new(status));
+    }
+}
+
+/// How long the supervisor waits before restarting a control task that panicked.
+const CONTROL_RESTART: Duration = Duration::from_secs(1);
+
+/// Run the control-plane client, and run it again if it panics (a bug, or a policy no
+/// check foresaw): without this one bad answer would leave the instance with its last policy
+/// and no lease, no pulses and no syncs, for good. The restarted client keeps the instance
+/// id and resumes from the telemetry the control plane acknowledged; its lease starts over,
+/// as at start-up.
+async fn supervise_control(inner: Weak<Inner>, shared: Arc<ControlShared>, http: reqwest::Client) {
+    /// Aborts the client when the supervisor is aborted (the last handle dropped).
+    struct AbortOnDrop(JoinHandle<()>);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    loop {
+        let task = tokio::spawn(control::run(inner.clone(), shared.clone(), http.clone()));
+        let mut guard = AbortOnDrop(task);
+        match (&mut guard.0).await {
+            Err(e) if e.is_panic() && inner.strong_count() > 0 => {
+                tracing::error!(
+                    "WaitState control plane task panicked; restarting it in {CONTROL_RESTART:?}"
+                );
+                tokio::time::sleep(CONTROL_RESTART).await;
+            }
+            // Ended with the last handle, or cancelled with the runtime.
+            _ => break,
+        }
     }
 }
 
