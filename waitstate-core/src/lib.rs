@@ -74,7 +74,7 @@ pub use config::{
     AdmissionConfig, Config, ControlPlane, Limits, RuleConfig, SafeMode, parse_duration,
 };
 pub use decision::{Decision, Quota, Reason, Rejection};
-pub use engine::{Admit, Demand, Engine, Queued, ReportError, Ticket};
+pub use engine::{Admit, Demand, Engine, Queued, RECLAIM_QUIET, ReportError, Ticket};
 pub use error::ConfigError;
 pub use policy::{DEFAULT_PULSE_INTERVAL_MS, Policy};
 pub use reflex::{Phase, Reading, Reflex, RuleStatus, TagReading};

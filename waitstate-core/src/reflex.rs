@@ -175,6 +175,8 @@ struct Sample {
 /// window's history stores, a few hundred bytes per tag instead of the dense 4 KiB.
 #[derive(Debug, PartialEq)]
 struct Compact {
+    /// The slot's generation ([`Tag::generation`]; 0 in readings from a fleet).
+    generation: u64,
     admitted: u64,
     admitted_weight: f64,
     rejected: [u64; crate::Reason::ALL.len()],
@@ -187,8 +189,9 @@ struct Compact {
 }
 
 impl Compact {
-    fn of(c: &TagCounters) -> Self {
+    fn of(generation: u64, c: &TagCounters) -> Self {
         Self {
+            generation,
             admitted: c.admitted,
             admitted_weight: c.admitted_weight,
             rejected: c.rejected,
@@ -225,7 +228,7 @@ impl Sample {
     /// A sample from `(tag, priority, counters)`, sharing unchanged tags with `previous`.
     fn new<'a>(
         at: Duration,
-        tags: impl Iterator<Item = (&'a str, i64, &'a TagCounters)>,
+        tags: impl Iterator<Item = (&'a str, i64, u64, &'a TagCounters)>,
         custom: Vec<(Option<String>, String, Aggregate)>,
         previous: Option<&Sample>,
     ) -> Self {
@@ -233,8 +236,8 @@ impl Sample {
             .map(|p| p.tags.iter().map(|t| (&*t.0, t)).collect())
             .unwrap_or_default();
         let tags = tags
-            .map(|(tag, priority, counters)| {
-                let compact = Compact::of(counters);
+            .map(|(tag, priority, generation, counters)| {
+                let compact = Compact::of(generation, counters);
                 match before.get(tag) {
                     Some((name, _, prev)) if **prev == compact => {
                         (name.clone(), priority, prev.clone())
@@ -330,7 +333,9 @@ impl Reflex {
             .into_iter()
             .map(|(t, n, a)| (t.map(|t| t.as_str().to_owned()), n, a))
             .collect();
-        let tags = scratch.iter().map(|(t, c)| (t.as_str(), t.priority(), c));
+        let tags = scratch
+            .iter()
+            .map(|(t, c)| (t.as_str(), t.priority(), t.generation(), c));
         let sample = Sample::new(now, tags, custom, self.history.back());
         self.scratch = scratch;
         let (policy, dry) = self.push(now, sample);
@@ -346,7 +351,7 @@ impl Reflex {
         let tags = reading
             .tags
             .iter()
-            .map(|t| (t.tag.as_str(), t.priority, &t.counters));
+            .map(|t| (t.tag.as_str(), t.priority, 0, &t.counters));
         let sample = Sample::new(now, tags, reading.custom, self.history.back());
         self.push(now, sample)
     }
@@ -414,7 +419,10 @@ impl Reflex {
             let mut delta = counters.expand();
             if single {
                 // No earlier reading: the window is everything so far.
-            } else if let Some(before) = earlier.get(&**name) {
+            } else if let Some(before) = earlier.get(&**name)
+                && before.generation == counters.generation
+            {
+                // (A new slot of a reclaimed tag: everything it counted is in the window.)
                 delta.subtract(&before.expand());
             }
             if counters.in_flight > 0 {
@@ -530,7 +538,10 @@ fn add_in_flight_ages(
     let mut counted = 0u64;
     // Oldest first: the bound grows as the samples get younger.
     for (at, tags) in samples {
-        let admitted_then = tags.get(tag).map_or(0, |c| c.admitted);
+        let admitted_then = tags
+            .get(tag)
+            .filter(|c| c.generation == last.generation)
+            .map_or(0, |c| c.admitted);
         let since = last.admitted.saturating_sub(admitted_then);
         let older = last.in_flight.saturating_sub(since);
         if older > counted {
@@ -778,6 +789,35 @@ mod tests {
         let (fired, _) = reflex.observe(Duration::from_secs(2), reading);
         assert_eq!(fired.tag_rate_limits.get("free"), Some(&50.0));
         assert_eq!(fired.concurrency_limit, Some(40));
+    }
+
+    #[test]
+    fn a_reclaimed_tag_seen_again_counts_from_zero_in_the_window() {
+        // `user` counts 50 good requests, goes quiet, is reclaimed, and comes back with 20
+        // failures inside one window: the window sees those 20 (not 20 - 50 = nothing).
+        let mut config = Config::default();
+        config.window = Duration::from_secs(10);
+        config.rules.push(crate::RuleConfig::new(
+            "when error_rate of user > 50% then block user",
+        ));
+        let engine = Engine::new(&config).unwrap();
+        let mut reflex = Reflex::new(&config).unwrap();
+        let t0 = Duration::from_secs(1);
+        for _ in 0..50 {
+            let ticket = engine.admit(&Demand::new("user"), t0).unwrap();
+            ticket.finish(Duration::from_millis(5), false);
+        }
+        reflex.tick(t0, &engine);
+        let quiet = t0 + crate::RECLAIM_QUIET;
+        let _ = engine.reclaim_quiet(t0, None);
+        reflex.tick(quiet - Duration::from_secs(1), &engine);
+        assert_eq!(engine.reclaim_quiet(quiet, None), 1);
+        for _ in 0..20 {
+            let ticket = engine.admit(&Demand::new("user"), quiet).unwrap();
+            ticket.finish(Duration::from_millis(5), true);
+        }
+        let status = reflex.tick(quiet + Duration::from_secs(1), &engine);
+        assert_eq!(status[0].phase, Phase::Firing, "{status:?}");
     }
 
     #[test]

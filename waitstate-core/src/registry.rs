@@ -1,5 +1,7 @@
-//! The tag registry: one slot per tag, created once (at configuration or first sight), never
-//! freed while the engine lives, bounded by the registry's cap.
+//! The tag registry: one slot per tag, created at configuration or first sight, bounded by
+//! the registry's cap. Slots of undeclared tags that go quiet are reclaimed
+//! ([`Engine::reclaim_quiet`](crate::Engine::reclaim_quiet)); a tag seen again later gets a
+//! new slot, told apart from the old one by its generation.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -29,6 +31,8 @@ pub(crate) struct Global {
     levels: Box<[i64]>,
     /// One pool of slots for the whole engine (adaptive admission).
     pub(crate) pool: Pool,
+    /// The next slot's generation.
+    generations: AtomicU64,
 }
 
 impl Global {
@@ -38,6 +42,7 @@ impl Global {
         Self {
             levels: levels.into(),
             pool: Pool::new(levels.len(), admission),
+            generations: AtomicU64::new(0),
         }
     }
 
@@ -173,6 +178,9 @@ impl CustomSet {
 #[repr(align(128))]
 pub(crate) struct TagSlot {
     pub(crate) name: Box<str>,
+    /// Tells this slot from an earlier one of the same name that was reclaimed: cumulative
+    /// counters are compared only within one generation.
+    pub(crate) generation: u64,
     pub(crate) priority: i64,
     /// The index of `priority` in `global`'s levels.
     pub(crate) level: usize,
@@ -216,6 +224,7 @@ impl TagSlot {
     fn new(name: &str, priority: i64, global: Arc<Global>) -> Self {
         Self {
             name: name.into(),
+            generation: global.generations.fetch_add(1, Relaxed),
             priority,
             level: global.level_of(priority),
             global,
@@ -353,6 +362,12 @@ impl Tag {
     /// The tag's priority (higher is more important).
     pub fn priority(&self) -> i64 {
         self.0.priority
+    }
+
+    /// Which slot of this name: a tag reclaimed and seen again counts from zero in a new
+    /// generation, so a reader of cumulative counters subtracts only within one.
+    pub fn generation(&self) -> u64 {
+        self.0.generation
     }
 }
 

@@ -49,7 +49,7 @@ proptest! {
         policy.tag_rate_limits.insert("t".into(), 10.0);
         policy.concurrency_limit = Some(4);
         e.set_remote_policy(Some(policy)).unwrap();
-        let demand = Demand { tag: &tag, weight, cohort, max_wait: None };
+        let demand = Demand { tag: &tag, weight, cohort, max_wait: None, declared_only: false };
         let d = e.decide(&demand, Duration::from_secs(1));
         let invalid = weight.is_nan() || weight < 0.0 || weight == f64::INFINITY;
         if invalid {

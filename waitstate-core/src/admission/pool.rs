@@ -145,10 +145,10 @@ impl Pool {
 
     /// Count this tag's requests in its level's (slow path and snapshot only).
     pub(crate) fn register(&self, slot: &Arc<TagSlot>) {
-        self.tags
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Arc::downgrade(slot));
+        let mut tags = self.tags.lock().unwrap_or_else(|p| p.into_inner());
+        // Reclaimed slots leave dead entries: drop them as new ones come.
+        tags.retain(|t| t.strong_count() > 0);
+        tags.push(Arc::downgrade(slot));
     }
 
     /// Requests in flight per level, from the tags' own counters.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use super::compile::{Checks, TagEntry};
+use super::compile::{Checks, Snapshot, TagEntry};
 use super::{Admit, Demand, Engine, Queued, Ticket};
 use crate::decision::{Decision, Quota, Reason, Rejection};
 use crate::limiter::{PPM, throttle_admits};
@@ -26,7 +26,7 @@ impl Engine {
         demand: &Demand<'_>,
         now: impl FnOnce() -> Duration,
     ) -> Decision {
-        self.with_entry(demand.tag, |entry| {
+        self.with_entry(demand.tag, demand.declared_only, |entry| {
             let mut would_reject = match self.check(entry, demand, now) {
                 Ok(w) => w,
                 Err(rejection) => return Decision::Rejected(rejection),
@@ -59,7 +59,7 @@ impl Engine {
         demand: &Demand<'_>,
         now: impl FnOnce() -> Duration,
     ) -> Result<Ticket, Rejection> {
-        self.with_entry(demand.tag, |entry| {
+        self.with_entry(demand.tag, demand.declared_only, |entry| {
             let mut would_reject = self.check(entry, demand, now)?;
             let slot = &entry.slot;
             let pool = &slot.global.pool;
@@ -80,7 +80,7 @@ impl Engine {
     /// the wait with [`Queued::max_wait`] and [`Queued::give_up`]: the pure engine has no
     /// timer.
     pub fn admit_or_queue(&self, demand: &Demand<'_>, now: Duration) -> Admit {
-        self.with_entry(demand.tag, |entry| {
+        self.with_entry(demand.tag, demand.declared_only, |entry| {
             let would_reject = match self.check(entry, demand, || now) {
                 Ok(w) => w,
                 Err(rejection) => return Admit::Rejected(rejection),
@@ -143,18 +143,37 @@ impl Engine {
         reason: Reason,
         retry_after: Duration,
     ) -> Rejection {
-        self.with_entry(tag, |entry| refuse(&entry.slot, reason, retry_after, None))
+        self.with_entry(tag, false, |entry| {
+            refuse(&entry.slot, reason, retry_after, None)
+        })
     }
 
     #[inline]
-    pub(super) fn with_entry<R>(&self, tag: &str, f: impl FnOnce(&TagEntry) -> R) -> R {
+    pub(super) fn with_entry<R>(
+        &self,
+        tag: &str,
+        declared_only: bool,
+        f: impl FnOnce(&TagEntry) -> R,
+    ) -> R {
         let tag = if tag.is_empty() { DEFAULT_TAG } else { tag };
         let snap = self.snapshot.load();
+        // Too long to be a tag (not hashed), or not declared where only declared tags count.
+        fn unknown(snap: &Snapshot, declared_only: bool) -> &TagEntry {
+            if declared_only {
+                // The default tag always has a slot (see `Engine::new`).
+                snap.tags.get(DEFAULT_TAG).unwrap_or(&snap.overflow)
+            } else {
+                &snap.overflow
+            }
+        }
         if tag.len() > MAX_TAG_LEN {
-            return f(&snap.overflow);
+            return f(unknown(&snap, declared_only));
         }
         if let Some(entry) = snap.tags.get(tag) {
             return f(entry);
+        }
+        if declared_only {
+            return f(unknown(&snap, declared_only));
         }
         if snap.full {
             return f(&snap.overflow);

@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 
 use foldhash::fast::RandomState;
 
@@ -11,7 +13,7 @@ use super::Engine;
 use crate::error::ConfigError;
 use crate::limiter::{Gcra, PPM, percent_to_ppm};
 use crate::policy::Policy;
-use crate::registry::{MAX_TAG_LEN, OVERFLOW_TAG, TagSlot};
+use crate::registry::{DEFAULT_TAG, MAX_TAG_LEN, OVERFLOW_TAG, TagSlot};
 
 /// The checks one tag's requests go through, compiled from a policy (the order is in
 /// `check::run_checks`).
@@ -55,7 +57,13 @@ pub(super) struct PolicySources {
     pub(super) local_dry: Policy,
     pub(super) remote: Option<Policy>,
     pub(super) metrics: Vec<Box<str>>,
+    /// Per reclaimable slot: (generation, its activity count when last seen to move, since
+    /// when it has not moved).
+    pub(super) quiet: HashMap<Box<str>, (u64, u64, Duration)>,
 }
+
+/// How long a tag nobody declared must stay quiet before its slot is reclaimed.
+pub const RECLAIM_QUIET: Duration = Duration::from_secs(300);
 
 impl Engine {
     /// The effective policy: local and remote merged, the stricter wins.
@@ -117,6 +125,70 @@ impl Engine {
             .push(TagSlot::create(tag, self.priority_of(tag), &self.global));
         self.rebuild(&mut w);
         self.snapshot.load()
+    }
+
+    /// Free the slots of tags that nobody declared (not in `[tags]`, not named by the policy
+    /// in force or a dry-run rule) and that have been quiet (nothing admitted, rejected or
+    /// ended, none in flight) for [`RECLAIM_QUIET`] at `now`, so that tags seen once (a
+    /// flood of invented names, users who left) do not hold the registry's room for good.
+    /// `settled`: slots whose last activity is before this time only (a control-plane
+    /// client passes the time of its last acknowledged pulse, so no reclaimed tag has
+    /// unsent telemetry); `None`: no such bound. Returns how many slots were freed.
+    ///
+    /// The runtime calls it every tick; with the pure core, call it now and then. A tag seen
+    /// again gets a new slot (a new [`Tag::generation`](crate::registry::Tag::generation)),
+    /// its counters from zero.
+    pub fn reclaim_quiet(&self, now: Duration, settled: Option<Duration>) -> usize {
+        let mut w = self.lock();
+        let snap = self.snapshot.load();
+        let named: std::collections::HashSet<&str> = snap
+            .policy
+            .named_tags()
+            .chain(snap.dry_policy.named_tags())
+            .collect();
+        let mut seen = HashMap::with_capacity(w.quiet.len());
+        let mut freed = std::collections::HashSet::new();
+        for slot in &w.slots {
+            let name = &*slot.name;
+            if name == DEFAULT_TAG || self.priorities.contains_key(name) || named.contains(name) {
+                continue;
+            }
+            let in_flight = slot.in_flight.load(Relaxed);
+            let activity = slot
+                .admitted
+                .load(Relaxed)
+                .wrapping_add(slot.completed.load(Relaxed))
+                .wrapping_add(slot.would_reject.load(Relaxed))
+                .wrapping_add(
+                    slot.rejected
+                        .iter()
+                        .map(|r| r.load(Relaxed))
+                        .fold(0, u64::wrapping_add),
+                );
+            let since = match w.quiet.get(name) {
+                Some(&(generation, before, since))
+                    if generation == slot.generation && before == activity && in_flight == 0 =>
+                {
+                    since
+                }
+                _ => now,
+            };
+            let quiet_enough = now.saturating_sub(since) >= RECLAIM_QUIET
+                && settled.is_none_or(|settled| since <= settled);
+            if quiet_enough {
+                freed.insert(slot.generation);
+            } else {
+                seen.insert(slot.name.clone(), (slot.generation, activity, since));
+            }
+        }
+        drop(snap);
+        w.quiet = seen;
+        if freed.is_empty() {
+            return 0;
+        }
+        w.slots.retain(|s| !freed.contains(&s.generation));
+        self.rebuild(&mut w);
+        freed.len()
     }
 
     /// Compile the writer's state into a new snapshot and publish it.

@@ -19,6 +19,11 @@ pub struct Demand<'a> {
     /// The longest the client will wait for a slot (its own deadline, e.g. from
     /// `grpc-timeout`); the level's maximum wait applies when it is shorter or absent.
     pub max_wait: Option<Duration>,
+    /// The tag was chosen by the client (a header, an agent's JSON): an undeclared tag then
+    /// counts as [`DEFAULT_TAG`] instead of taking a slot of its own, so a client cannot fill
+    /// the registry with tags of its invention. Declared means configured in `[tags]`, named
+    /// by a policy or rule, or already tracked.
+    pub declared_only: bool,
 }
 
 impl<'a> Demand<'a> {
@@ -29,7 +34,14 @@ impl<'a> Demand<'a> {
             weight: 1.0,
             cohort: None,
             max_wait: None,
+            declared_only: false,
         }
+    }
+
+    /// Count an undeclared tag as [`DEFAULT_TAG`] (for tags a client chose).
+    pub fn declared_only(mut self, yes: bool) -> Self {
+        self.declared_only = yes;
+        self
     }
 
     /// Set the weight.

@@ -25,7 +25,7 @@ impl Engine {
         };
         match tag {
             None => self.untagged.record(index, value),
-            Some(tag) => self.with_entry(tag, |e| e.slot.custom.record(index, value)),
+            Some(tag) => self.with_entry(tag, false, |e| e.slot.custom.record(index, value)),
         }
         Ok(())
     }

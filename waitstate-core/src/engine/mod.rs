@@ -56,6 +56,7 @@ mod queued;
 mod tests;
 mod ticket;
 
+pub use compile::RECLAIM_QUIET;
 pub use demand::{Demand, ReportError};
 pub use queued::{Admit, Queued};
 pub use ticket::Ticket;
@@ -123,6 +124,7 @@ impl Engine {
                 local_dry: Policy::default(),
                 remote: None,
                 metrics: Vec::new(),
+                quiet: HashMap::default(),
             }),
             global,
             overflow,

@@ -117,6 +117,105 @@ fn a_flood_of_tags_stays_bounded() {
     assert_eq!(total, 1_000_000);
 }
 
+/// Issue 15, item 7: tags a client chose take no slot unless declared.
+#[test]
+fn client_chosen_tags_count_as_the_default_unless_declared() {
+    let e = engine("tag_cap = 16\n[tags]\nfree = 10\n");
+    let before = e.tags().len();
+    for i in 0..100_000u32 {
+        let tag = format!("invented-{i}");
+        let demand = Demand::new(&tag).declared_only(true);
+        assert!(e.decide(&demand, T0).is_allowed());
+    }
+    assert_eq!(e.tags().len(), before, "no slot taken");
+    assert_eq!(e.counters(DEFAULT_TAG).unwrap().admitted, 100_000);
+    assert!(e.counters("invented-7").is_none());
+    // A declared tag from a client counts as itself, and so does one already tracked.
+    let _ = e.decide(&Demand::new("free").declared_only(true), T0);
+    assert_eq!(e.counters("free").unwrap().admitted, 1);
+    let _ = e.decide(&Demand::new("checkout"), T0);
+    let _ = e.decide(&Demand::new("checkout").declared_only(true), T0);
+    assert_eq!(e.counters("checkout").unwrap().admitted, 2);
+    // An over-long one too, without a lookup.
+    let huge = "x".repeat(10 * 1024);
+    let _ = e.decide(&Demand::new(&huge).declared_only(true), T0);
+    assert_eq!(e.counters(DEFAULT_TAG).unwrap().admitted, 100_001);
+}
+
+/// Issue 15, item 7: slots of undeclared tags that went quiet are reclaimed, so a flood
+/// does not hold the registry's room for good.
+#[test]
+fn quiet_undeclared_slots_are_reclaimed() {
+    let e = engine("tag_cap = 16\n[tags]\nfree = 10\n");
+    let mut p = Policy::default();
+    p.tag_rate_limits.insert("named".into(), 10.0);
+    e.set_remote_policy(Some(p)).unwrap();
+    for i in 0..100u32 {
+        let _ = e.decide(&Demand::new(&format!("user-{i}")), T0);
+    }
+    assert_eq!(e.tags().len(), 16, "full");
+    let _ = e.decide(&Demand::new("real"), T0);
+    assert!(e.counters("real").is_none(), "past the cap: overflow");
+    // One of them holds a request; another keeps busy.
+    let held = e.admit(&Demand::new("user-0"), T0).unwrap();
+    let quiet = RECLAIM_QUIET;
+    assert_eq!(
+        e.reclaim_quiet(T0, None),
+        0,
+        "first look: nothing quiet yet"
+    );
+    assert_eq!(e.reclaim_quiet(quiet / 2, None), 0);
+    let _ = e.decide(&Demand::new("user-1"), quiet / 2);
+    let freed = e.reclaim_quiet(quiet, None);
+    // Gone: user-2.. (quiet since T0); kept: __default__, free, named, user-0 (in flight),
+    // user-1 (busy at quiet/2), and the overflow slot.
+    let names: Vec<String> = e.tags().iter().map(|t| t.as_str().to_owned()).collect();
+    for kept in [
+        DEFAULT_TAG,
+        "free",
+        "named",
+        "user-0",
+        "user-1",
+        OVERFLOW_TAG,
+    ] {
+        assert!(names.iter().any(|n| n == kept), "{kept}: {names:?}");
+    }
+    assert_eq!(names.len(), 6, "{names:?}");
+    assert_eq!(freed, 16 - 6);
+    // Room again: a new tag gets its own slot, and a reclaimed one comes back from zero.
+    let _ = e.decide(&Demand::new("real"), quiet);
+    assert_eq!(e.counters("real").unwrap().admitted, 1);
+    let old = e
+        .tags()
+        .into_iter()
+        .find(|t| t.as_str() == "user-1")
+        .unwrap();
+    let _ = e.decide(&Demand::new("user-5"), quiet);
+    let back = e
+        .tags()
+        .into_iter()
+        .find(|t| t.as_str() == "user-5")
+        .unwrap();
+    assert_eq!(e.counters("user-5").unwrap().admitted, 1);
+    assert!(back.generation() > old.generation());
+    held.finish(Duration::from_millis(1), false);
+}
+
+#[test]
+fn reclaim_waits_for_the_control_plane_to_have_everything() {
+    let e = engine("[tags]\nfree = 10\n");
+    let seen = Duration::from_secs(10);
+    let _ = e.decide(&Demand::new("user"), seen);
+    let _ = e.reclaim_quiet(seen, Some(T0));
+    let later = seen + RECLAIM_QUIET * 2;
+    // Quiet long enough, but the last acknowledged pulse read the counters before the
+    // tag's last request: its telemetry is not all sent, so it stays.
+    assert_eq!(e.reclaim_quiet(later, Some(Duration::from_secs(5))), 0);
+    assert!(e.counters("user").is_some());
+    assert_eq!(e.reclaim_quiet(later, Some(seen)), 1);
+    assert!(e.counters("user").is_none());
+}
+
 #[test]
 fn policy_named_tags_past_the_cap_keep_their_limits() {
     let e = engine("tag_cap = 4\n[tags]\nfree = 10\n");

@@ -88,6 +88,9 @@ pub(crate) struct ControlShared {
     /// The counters the control plane last acknowledged, kept here so that a control task
     /// restarted after a panic neither sends them again nor loses what was not sent.
     acked: Mutex<Arc<Snapshot>>,
+    /// When (engine time) the counters of the last acknowledged pulse were read: `None`
+    /// before the first. Tags quiet since before it have no unsent telemetry.
+    acked_at: Mutex<Option<Duration>>,
     /// Tests: make the control task panic at its next wake-up.
     #[cfg(test)]
     pub(crate) inject_panic: std::sync::atomic::AtomicBool,
@@ -118,6 +121,7 @@ impl ControlShared {
             custom: Mutex::new(BTreeMap::new()),
             status: Mutex::new(status),
             acked: Mutex::new(Arc::new(Snapshot::new())),
+            acked_at: Mutex::new(None),
             #[cfg(test)]
             inject_panic: std::sync::atomic::AtomicBool::new(false),
         }
@@ -139,6 +143,12 @@ impl ControlShared {
             Ok(()) => None,
             Err(wait) => Some(inner.engine.reject_outside(tag, Reason::LeaseExpired, wait)),
         }
+    }
+
+    /// Until when (engine time) every counter has reached the control plane: the bound for
+    /// [`Engine::reclaim_quiet`](crate::Engine::reclaim_quiet).
+    pub(crate) fn settled(&self) -> Duration {
+        lock(&self.acked_at).unwrap_or(Duration::ZERO)
     }
 
     /// Fold in the custom metrics one reflex tick took from the engine.
@@ -248,7 +258,17 @@ struct Token {
     org_id: String,
 }
 
-type Snapshot = HashMap<String, TagCounters>;
+/// Cumulative counters by tag, with the tag's generation (a tag reclaimed and seen again
+/// counts from zero: its counters are compared only within one generation).
+type Snapshot = HashMap<String, (u64, TagCounters)>;
+
+/// What `current` counted since `acked` (all of it when the tag is new, or a new slot).
+fn since(current: &(u64, TagCounters), acked: Option<&(u64, TagCounters)>) -> TagCounters {
+    match acked {
+        Some((generation, before)) if *generation == current.0 => current.1.since(before),
+        _ => current.1.clone(),
+    }
+}
 
 /// The background task's state.
 struct Client {
@@ -539,7 +559,7 @@ impl Client {
         inner.engine.load_counters(&mut loaded);
         let current: Snapshot = loaded
             .into_iter()
-            .map(|(t, c)| (t.as_str().to_owned(), c))
+            .map(|(t, c)| (t.as_str().to_owned(), (t.generation(), c)))
             .collect();
         self.trim_windows();
         let custom = std::mem::take(&mut *lock(&self.shared.custom));
@@ -566,6 +586,7 @@ impl Client {
             Ok(answer) => {
                 // The telemetry is acknowledged whatever the answer holds.
                 self.set_acked(current);
+                *lock(&self.shared.acked_at) = Some(now.saturating_duration_since(self.origin));
                 self.cuts.clear();
                 self.window_start = now;
                 self.shared.update(|s| {
@@ -598,10 +619,7 @@ impl Client {
             };
             let lost: u64 = oldest
                 .iter()
-                .map(|(t, c)| {
-                    c.since(self.acked.get(t).unwrap_or(&TagCounters::default()))
-                        .offered()
-                })
+                .map(|(t, c)| since(c, self.acked.get(t)).offered())
                 .sum();
             warn!(
                 requests = lost,
@@ -647,7 +665,6 @@ impl Client {
         custom: &BTreeMap<(Option<String>, String), Aggregate>,
         windows: u32,
     ) -> PulseBody {
-        let zero = TagCounters::default();
         let mut body = PulseBody {
             instance_id: self.shared.instance_id.clone(),
             site_id: self.config().site_id.clone(),
@@ -664,8 +681,8 @@ impl Client {
         let mut tags: Vec<&String> = current.keys().collect();
         tags.sort();
         for tag in tags {
-            let c = &current[tag];
-            let d = c.since(self.acked.get(tag).unwrap_or(&zero));
+            let d = since(&current[tag], self.acked.get(tag));
+            let c = &current[tag].1;
             let custom = by_tag.remove(tag.as_str());
             if d.offered() == 0 && d.completed == 0 && c.in_flight == 0 && custom.is_none() {
                 continue;
@@ -826,6 +843,20 @@ mod tests {
             ws.control_status()
         );
         assert!(ws.is_running());
+    }
+
+    #[test]
+    fn unacknowledged_counts_are_compared_within_one_generation() {
+        let mut old = TagCounters::default();
+        old.admitted = 50;
+        let mut new = TagCounters::default();
+        new.admitted = 20;
+        // Same slot: what it counted since.
+        let mut more = TagCounters::default();
+        more.admitted = 70;
+        assert_eq!(since(&(1, more), Some(&(1, old.clone()))).admitted, 20);
+        // A new slot of a reclaimed tag: all of it (before: 20 - 50, saturated to 0).
+        assert_eq!(since(&(2, new), Some(&(1, old))).admitted, 20);
     }
 
     #[test]

@@ -414,11 +414,14 @@ async fn run(inner: Weak<Inner>, mut reflex: Reflex, first: Instant, tick: Durat
     loop {
         interval.tick().await;
         let Some(inner) = inner.upgrade() else { break };
-        let status = reflex.tick(inner.now(), &inner.engine);
+        let now = inner.now();
+        let status = reflex.tick(now, &inner.engine);
         if let Some(control) = &inner.control {
             // The tick took the custom metrics from the engine: keep them for the pulse.
             control.add_custom(reflex.last_custom());
         }
+        let settled = inner.control.as_ref().map(|c| c.settled());
+        inner.engine.reclaim_quiet(now, settled);
         inner.status.store(Arc::new(status));
     }
 }

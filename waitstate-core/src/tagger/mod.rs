@@ -152,10 +152,9 @@ impl<'a> Tagging<'a> {
     /// The engine's demand for this tagging.
     pub fn demand(&self) -> crate::Demand<'a> {
         crate::Demand {
-            tag: self.tag,
             weight: self.weight,
             cohort: self.cohort,
-            max_wait: None,
+            ..crate::Demand::new(self.tag)
         }
     }
 }
