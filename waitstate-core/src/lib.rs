@@ -79,7 +79,7 @@ pub use error::ConfigError;
 pub use policy::{DEFAULT_PULSE_INTERVAL_MS, Policy};
 pub use reflex::{Phase, Reading, Reflex, RuleStatus, TagReading};
 pub use registry::{
-    Aggregate, DEFAULT_TAG, MAX_CUSTOM_METRICS, MAX_TAG_LEN, OVERFLOW_TAG, Tag, TagCounters,
+    Aggregate, DEFAULT_TAG, Ending, MAX_CUSTOM_METRICS, MAX_TAG_LEN, OVERFLOW_TAG, Tag, TagCounters,
 };
 #[cfg(feature = "runtime")]
 pub use runtime::{Builder, ControlStatus, Entry, Permit, WaitForSlot, WaitState, wire};

@@ -132,7 +132,7 @@ impl Aggregate {
         self.min = self.min.min(o.min);
         self.max = self.max.max(o.max);
         self.sum += o.sum;
-        self.count += o.count;
+        self.count = self.count.saturating_add(o.count);
     }
 
     /// The mean value (what a rule compares).
@@ -198,6 +198,10 @@ pub(crate) struct TagSlot {
     // Written when a request ends.
     pub(crate) completed: AtomicU64,
     pub(crate) errors: AtomicU64,
+    /// Requests whose client went away before the answer (not successes, not errors).
+    pub(crate) cancelled: AtomicU64,
+    /// Requests whose handler panicked (not successes, not backend errors).
+    pub(crate) panicked: AtomicU64,
     pub(crate) latency_sum_us: AtomicU64,
     pub(crate) latency: AtomicHistogram,
     pub(crate) custom: CustomSet,
@@ -239,19 +243,34 @@ impl TagSlot {
             dry_tat: AtomicU64::new(0),
             completed: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            cancelled: AtomicU64::new(0),
+            panicked: AtomicU64::new(0),
             latency_sum_us: AtomicU64::new(0),
             latency: AtomicHistogram::new(),
             custom: CustomSet::default(),
         }
     }
 
-    /// Record the end of an admitted request: latency and outcome.
-    pub(crate) fn record_completion(&self, latency_us: u64, error: bool) {
+    /// Record the end of an admitted request: latency and outcome. A cancelled or panicked
+    /// request counts only as such: its latency was cut short, and it says nothing of the
+    /// backend's health.
+    pub(crate) fn record_end(&self, latency_us: u64, ending: Ending) {
+        match ending {
+            Ending::Cancelled => {
+                self.cancelled.fetch_add(1, Relaxed);
+                return;
+            }
+            Ending::Panicked => {
+                self.panicked.fetch_add(1, Relaxed);
+                return;
+            }
+            Ending::Error => {
+                self.errors.fetch_add(1, Relaxed);
+            }
+            Ending::Success => {}
+        }
         self.latency.record_micros(latency_us);
         self.latency_sum_us.fetch_add(latency_us, Relaxed);
-        if error {
-            self.errors.fetch_add(1, Relaxed);
-        }
         self.completed.fetch_add(1, Relaxed);
     }
 
@@ -265,6 +284,8 @@ impl TagSlot {
         out.would_reject = self.would_reject.load(Relaxed);
         out.completed = self.completed.load(Relaxed);
         out.errors = self.errors.load(Relaxed);
+        out.cancelled = self.cancelled.load(Relaxed);
+        out.panicked = self.panicked.load(Relaxed);
         out.latency_sum_us = self.latency_sum_us.load(Relaxed);
         out.in_flight = self.in_flight.load(Relaxed);
         self.latency.load_into(&mut out.latency);
@@ -288,6 +309,12 @@ pub struct TagCounters {
     pub completed: u64,
     /// Ended requests classified as errors.
     pub errors: u64,
+    /// Admitted requests whose client went away before the answer: not in `completed`, nor
+    /// in the latency histogram (their latency was cut short).
+    pub cancelled: u64,
+    /// Admitted requests whose handler panicked: not in `completed`, not errors of the
+    /// backend, not in the latency histogram.
+    pub panicked: u64,
     /// Sum of ended requests' latency, in microseconds.
     pub latency_sum_us: u64,
     /// Requests in flight now (a gauge).
@@ -299,12 +326,12 @@ pub struct TagCounters {
 impl TagCounters {
     /// Requests offered: admitted plus rejected.
     pub fn offered(&self) -> u64 {
-        self.admitted + self.rejected_total()
+        self.admitted.saturating_add(self.rejected_total())
     }
 
     /// All rejections.
     pub fn rejected_total(&self) -> u64 {
-        self.rejected.iter().sum()
+        self.rejected.iter().fold(0, |a, b| a.saturating_add(*b))
     }
 
     /// Rejections for one reason.
@@ -329,23 +356,54 @@ impl TagCounters {
         self.would_reject = self.would_reject.saturating_sub(earlier.would_reject);
         self.completed = self.completed.saturating_sub(earlier.completed);
         self.errors = self.errors.saturating_sub(earlier.errors);
+        self.cancelled = self.cancelled.saturating_sub(earlier.cancelled);
+        self.panicked = self.panicked.saturating_sub(earlier.panicked);
         self.latency_sum_us = self.latency_sum_us.saturating_sub(earlier.latency_sum_us);
         self.latency.subtract(&earlier.latency);
     }
 
     /// In place: `self += other` (gauges add too: used to sum tags into the service).
     pub fn merge(&mut self, other: &TagCounters) {
-        self.admitted += other.admitted;
+        // Saturating: a fleet's counts come from instances it does not trust.
+        self.admitted = self.admitted.saturating_add(other.admitted);
         self.admitted_weight += other.admitted_weight;
         for (a, b) in self.rejected.iter_mut().zip(&other.rejected) {
-            *a += *b;
+            *a = a.saturating_add(*b);
         }
-        self.would_reject += other.would_reject;
-        self.completed += other.completed;
-        self.errors += other.errors;
-        self.latency_sum_us += other.latency_sum_us;
-        self.in_flight += other.in_flight;
+        self.would_reject = self.would_reject.saturating_add(other.would_reject);
+        self.completed = self.completed.saturating_add(other.completed);
+        self.errors = self.errors.saturating_add(other.errors);
+        self.cancelled = self.cancelled.saturating_add(other.cancelled);
+        self.panicked = self.panicked.saturating_add(other.panicked);
+        self.latency_sum_us = self.latency_sum_us.saturating_add(other.latency_sum_us);
+        self.in_flight = self.in_flight.saturating_add(other.in_flight);
         self.latency.merge(&other.latency);
+    }
+}
+
+/// How an admitted request ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Ending {
+    /// An answer that was not a failure: counted, its latency measured.
+    Success,
+    /// A failure the rules count (`error_rate`): counted, its latency measured.
+    Error,
+    /// The client went away first (a dropped connection, a cancelled call): counted
+    /// apart; neither a success nor an error, its latency not measured.
+    Cancelled,
+    /// The handler panicked: counted apart; not an error of the backend.
+    Panicked,
+}
+
+impl Ending {
+    /// `Error` or `Success`.
+    pub fn of_error(error: bool) -> Self {
+        if error {
+            Ending::Error
+        } else {
+            Ending::Success
+        }
     }
 }
 

@@ -202,3 +202,43 @@ async fn limits_hold_through_ticks_and_rules() {
         .unwrap_err();
     assert!(bad.to_string().contains("limits.rate.free"), "{bad}");
 }
+
+/// Issue 15, item 9: a panic, a cancellation and a stream each count as what they are.
+#[tokio::test(start_paused = true)]
+async fn panics_cancellations_and_streams_are_recorded_as_what_they_are() {
+    use waitstate_core::Ending;
+    let ws = tiers().build().unwrap();
+
+    // A handler panics with the permit on its stack: panicked, not a success.
+    let ws2 = ws.clone();
+    let caught = std::panic::catch_unwind(move || {
+        let _permit = ws2.admit("pro", 1.0).unwrap();
+        panic!("the handler fails");
+    });
+    assert!(caught.is_err());
+    let c = ws.counters("pro").unwrap();
+    assert_eq!((c.panicked, c.completed, c.errors), (1, 0, 0), "{c:?}");
+    assert_eq!(c.in_flight, 0);
+
+    // The client went away: cancelled, its cut-short latency not measured.
+    let mut permit = ws.admit("free", 1.0).unwrap();
+    permit.set_ending(Ending::Cancelled);
+    advance(Duration::from_millis(5)).await;
+    drop(permit);
+    let c = ws.counters("free").unwrap();
+    assert_eq!((c.cancelled, c.completed, c.errors), (1, 0, 0), "{c:?}");
+    assert!(c.latency.is_empty());
+
+    // A stream: 20 ms to the head, then 10 s of body. The latency is the head's; the slot
+    // is held to the end.
+    let mut permit = ws.admit("enterprise", 1.0).unwrap();
+    advance(Duration::from_millis(20)).await;
+    permit.head_sent();
+    advance(Duration::from_secs(10)).await;
+    assert_eq!(ws.counters("enterprise").unwrap().in_flight, 1);
+    drop(permit);
+    let c = ws.counters("enterprise").unwrap();
+    assert_eq!(c.completed, 1);
+    let p99 = c.latency.quantile_ms(0.99).unwrap();
+    assert!((15.0..30.0).contains(&p99), "{p99}");
+}

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use crate::decision::Reason;
-use crate::registry::{Tag, TagSlot};
+use crate::registry::{Ending, Tag, TagSlot};
 
 /// An admitted request's hold on its in-flight slot (the pure core's RAII guard).
 ///
@@ -51,17 +51,23 @@ impl Ticket {
     }
 
     /// End the request: record its latency and whether it failed, release the slot.
-    pub fn finish(mut self, latency: Duration, error: bool) {
-        self.finish_in_place(latency, error);
+    pub fn finish(self, latency: Duration, error: bool) {
+        self.end(latency, Ending::of_error(error));
     }
 
-    /// [`Ticket::finish`] without consuming the ticket (for a guard's `Drop`): records and
+    /// End the request with any [`Ending`] (a cancellation or a panic counts apart, and
+    /// teaches admission nothing), release the slot.
+    pub fn end(mut self, latency: Duration, ending: Ending) {
+        self.end_in_place(latency, ending);
+    }
+
+    /// [`Ticket::end`] without consuming the ticket (for a guard's `Drop`): records and
     /// releases once; later calls, and the drop, do nothing.
-    pub(crate) fn finish_in_place(&mut self, latency: Duration, error: bool) {
+    pub(crate) fn end_in_place(&mut self, latency: Duration, ending: Ending) {
         if !self.done {
             let us = latency.as_micros().min(u128::from(u64::MAX)) as u64;
-            self.slot.record_completion(us, error);
-            if !error {
+            self.slot.record_end(us, ending);
+            if ending == Ending::Success {
                 // Only successes teach admission the backend's service time: a failure that
                 // came back fast says nothing about capacity.
                 self.slot.global.pool.record(us);
