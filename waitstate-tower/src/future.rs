@@ -23,7 +23,7 @@ pin_project! {
     ///
     /// The inner service's future runs with the request's [`Admission`] as the current one
     /// ([`waitstate_core::tagger::current`]), so calls it makes through a
-    /// [`ClientLayer`](crate::client::ClientLayer) carry the request's tag downstream.
+    /// `ClientLayer` (feature `client`) carry the request's tag downstream.
     ///
     /// `S` and `B` are the inner service and the request body: a request that waits for a
     /// slot is held here, with a ready clone of the inner service, until its turn.

@@ -76,6 +76,16 @@ pub(crate) fn propagate(
     Class::Tag(admission.tag)
 }
 
+/// The class a call's pushback and throttling count under: its tag, and for a gRPC call its
+/// method too (a gRPC server often tags by method, and sheds one method of a tag while
+/// another passes), bounded like every class.
+pub(crate) fn class_of_call(tag: Class, grpc: bool, path: &str) -> Class {
+    if !grpc {
+        return tag;
+    }
+    Class::Named(format!("{} {path}", tag.as_str()).into())
+}
+
 /// What a response head says about the backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Answer {

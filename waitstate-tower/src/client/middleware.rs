@@ -115,7 +115,7 @@ impl Middleware for ClientMiddleware {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> Result<reqwest::Response> {
-        let class = manners::propagate(
+        let tag = manners::propagate(
             req.headers_mut(),
             extensions.get::<Admission>(),
             self.shared.propagate,
@@ -124,6 +124,7 @@ impl Middleware for ClientMiddleware {
             .headers()
             .get(http::header::CONTENT_TYPE)
             .is_some_and(|v| waitstate_core::adapter::is_grpc_content_type(v.as_bytes()));
+        let class = manners::class_of_call(tag, grpc, req.url().path());
         let mut policy = self.retry.as_ref().map(RetryPolicy::for_call);
         loop {
             let again = policy.as_ref().and_then(|_| req.try_clone());

@@ -15,8 +15,9 @@
 //!    tag header set by hand wins over both.
 //! 2. **Honours pushback**: after a 429 or 503 with `Retry-After`, or a gRPC
 //!    `RESOURCE_EXHAUSTED` / `UNAVAILABLE` with `grpc-retry-pushback-ms`, calls of that tag
-//!    are answered locally until the time is up. Per tag: a server that sheds `free` does
-//!    not stop `enterprise` calls.
+//!    are answered locally until the time is up. Per tag (and per method for gRPC, whose
+//!    servers often tag by method): a server that sheds `free` does not stop
+//!    `enterprise` calls.
 //! 3. **Throttles adaptively** (Google SRE, "Handling Overload"): per tag, over a sliding
 //!    window (2 minutes by default), it counts the calls tried (`requests`) and those the
 //!    backend accepted (`accepts`: anything but an overload answer), and answers locally a
@@ -291,11 +292,13 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let (mut parts, body) = req.into_parts();
         let explicit = parts.extensions.get::<Admission>();
-        let class = manners::propagate(&mut parts.headers, explicit, self.shared.propagate);
+        let tag = manners::propagate(&mut parts.headers, explicit, self.shared.propagate);
         let req = Request::from_parts(parts, body);
+        let grpc = is_grpc(&req);
+        let class = manners::class_of_call(tag, grpc, req.uri().path());
         match self.shared.before(&class) {
             Ok(()) => ResponseFuture::sent(self.inner.call(req), self.shared.clone(), class),
-            Err(why) => ResponseFuture::local(why, is_grpc(&req)),
+            Err(why) => ResponseFuture::local(why, grpc),
         }
     }
 }
