@@ -110,17 +110,21 @@ async fn down_after_a_sync_cached_then_safe_mode_then_back_up_with_exact_counts(
     let s = status(&ws);
     assert!(s.lease_valid && !s.safe_mode, "{s:?}");
 
-    // The lease (20 s) expires: safe mode fixed_rps, 5 per second, `lease_expired`.
+    // The lease (20 s) expires: safe mode fixed_rps, 5 per second, `lease_expired`, by
+    // priority: free (the middle of three levels) may use 2/3 of the one-second burst,
+    // enterprise (the top) the rest.
     assert!(common::until(SECOND, 60, || status(&ws).safe_mode).await);
     let s = status(&ws);
     assert!(!s.lease_valid && s.carried_windows >= 2, "{s:?}");
     let decisions: Vec<_> = (0..8).map(|_| ws.decide("free", 1.0)).collect();
-    assert_eq!(decisions.iter().filter(|d| d.is_allowed()).count(), 5);
+    assert_eq!(decisions.iter().filter(|d| d.is_allowed()).count(), 3);
     assert!(
-        decisions[5..]
+        decisions[3..]
             .iter()
             .all(|d| d.reason() == Some(Reason::LeaseExpired))
     );
+    let top: Vec<_> = (0..3).map(|_| ws.decide("enterprise", 1.0)).collect();
+    assert_eq!(top.iter().filter(|d| d.is_allowed()).count(), 2);
 
     // Back up, restarted with empty state (and a new token key).
     let server = common::restart_on(addr, server_config()).await;
@@ -138,17 +142,17 @@ async fn down_after_a_sync_cached_then_safe_mode_then_back_up_with_exact_counts(
             enterprise.admitted,
         )
     };
-    // Everything gated while it was down arrives, once: 4 blocked, then 5 admitted and 3
-    // refused in safe mode; 7 enterprise (the decide calls above while up were acknowledged
-    // before it went down).
-    assert_eq!(exact(&server), (12, 4, 3, 5, 7));
+    // Everything gated while it was down arrives, once: 4 blocked, then 3 admitted and 5
+    // refused in safe mode; 7 + 2 enterprise (the decide calls above while up were
+    // acknowledged before it went down).
+    assert_eq!(exact(&server), (12, 4, 5, 3, 9));
     let s = status(&ws);
     assert_eq!(s.windows_dropped, 0);
     assert_eq!(s.carried_windows, 0);
     // Two more pulses: nothing is counted twice.
     let ok = s.pulses_ok;
     assert!(common::until(SECOND, 60, || status(&ws).pulses_ok >= ok + 2).await);
-    assert_eq!(exact(&server), (12, 4, 3, 5, 7));
+    assert_eq!(exact(&server), (12, 4, 5, 3, 9));
     // The restarted control plane signs tokens with a new key: the instance buys a new one.
     assert!(common::until(SECOND, 120, || status(&ws).syncs_ok > syncs_before).await);
     assert!(status(&ws).lease_valid);

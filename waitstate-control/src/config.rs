@@ -606,6 +606,15 @@ rule = "when p95_latency > 500ms then block free"
         fails(&GOOD.replace("lease = ", "leese = "), "leese", 5);
         fails(&GOOD.replace("free = 10", "free = \"ten\""), "", 14);
         fails(&GOOD.replace("then block", "than block"), "rules[0]", 16);
+        // The SDK's checks: a fleet rule naming an undeclared tag or metric fails too.
+        fails(&GOOD.replace("block free", "block fre"), "rules[0]", 16);
+        fails(
+            &GOOD.replace("p95_latency > 500ms", "p95 > 500"),
+            "rules[0]",
+            16,
+        );
+        let e = ControlConfig::from_toml_str(&GOOD.replace("block free", "block fre")).unwrap_err();
+        assert!(e.message.contains("did you mean `free`?"), "{e}");
         fails(&GOOD.replace("window", "windoe"), "windoe", 2);
         let e = ControlConfig::from_toml_str("[server]\n").unwrap_err();
         assert_eq!(e.key, "keys");

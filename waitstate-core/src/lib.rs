@@ -71,7 +71,8 @@ pub mod tagger;
 
 pub use admission::{AdmissionState, LevelState};
 pub use config::{
-    AdmissionConfig, Config, ControlPlane, Limits, RuleConfig, SafeMode, parse_duration,
+    AdmissionConfig, Config, ControlPlane, Limits, MetricsConfig, RuleConfig, SafeMode,
+    parse_duration,
 };
 pub use decision::{Decision, Quota, Reason, Rejection};
 pub use engine::{Admit, Demand, Engine, Queued, RECLAIM_QUIET, ReportError, Ticket};

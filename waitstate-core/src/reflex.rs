@@ -775,6 +775,7 @@ mod tests {
     fn limits_are_the_floor_of_every_policy_produced() {
         // The control plane's path: readings in, policy out, the fleet's `[limits]` in it.
         let mut config = Config::default();
+        config.tags.insert("free".into(), 10);
         config.limits = crate::config::Limits::default()
             .concurrency(40)
             .rate("free", 200.0);
@@ -803,9 +804,9 @@ mod tests {
         // failures inside one window: the window sees those 20 (not 20 - 50 = nothing).
         let mut config = Config::default();
         config.window = Duration::from_secs(10);
-        config.rules.push(crate::RuleConfig::new(
-            "when error_rate of user > 50% then block user",
-        ));
+        config
+            .rules
+            .push(crate::RuleConfig::new("when error_rate > 50% then kill"));
         let engine = Engine::new(&config).unwrap();
         let mut reflex = Reflex::new(&config).unwrap();
         let t0 = Duration::from_secs(1);

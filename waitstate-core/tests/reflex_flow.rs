@@ -368,6 +368,7 @@ fn custom_metrics_drive_rules_and_dry_run_rules_only_watch() {
     config
         .rules
         .push(RuleConfig::new("when queue_depth > 50 then block pro").dry_run(true));
+    config.metrics.custom.push("queue_depth".into());
     let engine = Engine::new(&config).unwrap();
     let mut reflex = Reflex::new(&config).unwrap();
     engine.report("queue_depth", 80.0, None).unwrap();

@@ -120,6 +120,7 @@ async fn the_task_stops_when_the_last_handle_drops() {
 #[tokio::test(start_paused = true)]
 async fn custom_metric_rule_and_dry_run_rule() {
     let ws = tiers()
+        .custom_metric("queue_depth")
         .rule("when queue_depth > 50 then block free")
         .rule_config(RuleConfig::new("when queue_depth > 50 then kill").dry_run(true))
         .build()

@@ -87,6 +87,38 @@ pub struct Config {
     /// (the default): local rules only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control_plane: Option<ControlPlane>,
+    /// `[metrics]`: the custom metrics the service reports, which rules may name.
+    #[serde(default, skip_serializing_if = "MetricsConfig::is_empty")]
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: the custom metrics rules may name. A rule naming a metric that is neither
+/// built in nor declared here is a [`ConfigError`] with the closest name, so a typo
+/// (`when p95 > 500ms`) fails at load instead of never firing.
+///
+/// ```toml
+/// [metrics]
+/// custom = ["queue_depth", "db_pool_wait_ms"]
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct MetricsConfig {
+    /// The names the service reports with `report("queue_depth", value, tag)`.
+    #[serde(default)]
+    pub custom: Vec<String>,
+}
+
+impl MetricsConfig {
+    /// Declare a custom metric.
+    pub fn custom(mut self, name: impl Into<String>) -> Self {
+        self.custom.push(name.into());
+        self
+    }
+
+    fn is_empty(&self) -> bool {
+        self.custom.is_empty()
+    }
 }
 
 /// One rule in the configuration.
@@ -166,6 +198,7 @@ impl Default for Config {
             release_step: default_release_step(),
             retry_after: default_retry_after(),
             control_plane: None,
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -245,15 +278,28 @@ impl Config {
         if let Some(cp) = &self.control_plane {
             cp.validate()?;
         }
+        for (i, name) in self.metrics.custom.iter().enumerate() {
+            if let Some(why) = crate::names::metric_problem(name) {
+                return Err(ConfigError::invalid(format!("metrics.custom[{i}]"), why));
+            }
+        }
+        // Every name a rule uses is declared: a typo fails here, with a did-you-mean.
+        let tags: Vec<&str> = self.tags.keys().map(String::as_str).collect();
+        let custom: Vec<&str> = self.metrics.custom.iter().map(String::as_str).collect();
         self.rules
             .iter()
             .enumerate()
             .map(|(index, rc)| {
-                Rule::parse(&rc.rule).map_err(|error| ConfigError::Rule {
-                    index,
-                    text: rc.rule.clone(),
-                    error,
-                })
+                Rule::parse(&rc.rule)
+                    .and_then(|rule| {
+                        rule.check_declared(&rc.rule, &tags, &custom)?;
+                        Ok(rule)
+                    })
+                    .map_err(|error| ConfigError::Rule {
+                        index,
+                        text: rc.rule.clone(),
+                        error,
+                    })
             })
             .collect()
     }

@@ -49,6 +49,7 @@ fn limits_parse_and_bad_ones_are_config_errors() {
 #[test]
 fn a_rule_typo_names_the_rule_and_column() {
     let mut c = Config::default();
+    c.tags.insert("free".into(), 10);
     c.rules
         .push(RuleConfig::new("when p95_latency > 500ms then block free"));
     c.rules
@@ -185,4 +186,31 @@ mod insecure_http_tests {
         let c = Config::from_toml_str(&format!("{table}allow_insecure_http = true\n")).unwrap();
         assert!(c.control_plane.unwrap().allow_insecure_http);
     }
+}
+
+#[test]
+fn a_rule_naming_an_undeclared_metric_or_tag_fails_to_load() {
+    let tiers = "[tags]\nenterprise = 100\nfree = 10\n";
+    let err = Config::from_toml_str(&format!(
+        "{tiers}[[rules]]\nrule = \"when p95 > 500 then shed\"\n"
+    ))
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("did you mean `p95_latency`?"),
+        "{err}"
+    );
+    let err = Config::from_toml_str(&format!(
+        "{tiers}[[rules]]\nrule = \"when p95_latency > 500ms then block fre\"\n"
+    ))
+    .unwrap_err();
+    assert!(err.to_string().starts_with("rules[0]"), "{err}");
+    assert!(err.to_string().contains("did you mean `free`?"), "{err}");
+    // Declared, it loads.
+    let ok = Config::from_toml_str(&format!(
+        "{tiers}[metrics]\ncustom = [\"queue_depth\"]\n[[rules]]\nrule = \"when queue_depth of free > 5 then block free\"\n"
+    ));
+    assert!(ok.is_ok(), "{ok:?}");
+    // A declared name must itself be a metric name.
+    let err = Config::from_toml_str("[metrics]\ncustom = [\"Queue\"]\n").unwrap_err();
+    assert!(err.to_string().contains("metrics.custom[0]"), "{err}");
 }

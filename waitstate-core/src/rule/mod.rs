@@ -72,6 +72,7 @@
 //! # Ok::<(), waitstate_core::rule::RuleError>(())
 //! ```
 
+mod declared;
 mod parse;
 mod suggest;
 mod token;

@@ -313,6 +313,13 @@ impl Builder {
         self
     }
 
+    /// Declare a custom metric the service reports (`[metrics] custom`), so rules may name
+    /// it; a rule naming an undeclared one fails [`Builder::build`].
+    pub fn custom_metric(mut self, name: impl Into<String>) -> Self {
+        self.config.metrics.custom.push(name.into());
+        self
+    }
+
     /// Most tags tracked one by one (default 256).
     pub fn tag_cap(mut self, cap: usize) -> Self {
         self.config.tag_cap = cap;
