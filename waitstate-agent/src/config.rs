@@ -12,7 +12,7 @@
 //! listen = "127.0.0.1:7300"     # TCP, loopback by default
 //! unix_socket = "/run/waitstate/agent.sock"
 //! max_tokens = 65536            # admission tokens alive at once
-//! token_ttl = "30s"             # a token not finished by then is counted as a failure
+//! token_ttl = "30s"             # a token not finished by then ends as cancelled
 //! max_body_bytes = 262144
 //! max_connections = 1024
 //! header_read_timeout = "10s"   # also closes an idle keep-alive connection
@@ -101,7 +101,8 @@ pub struct AgentSettings {
     /// Admission tokens (and coprocessor requests) alive at once; past it, `/v1/admit`
     /// answers `429 concurrency_limited`.
     pub max_tokens: usize,
-    /// A token not finished within this is ended as a failure (its client died).
+    /// A token not finished within this ends as cancelled (its client died): counted
+    /// apart, neither a success nor an error, its latency not measured.
     #[serde(deserialize_with = "duration")]
     pub token_ttl: Duration,
     /// The largest request body read; a larger one gets `413`.

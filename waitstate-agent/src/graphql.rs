@@ -18,7 +18,7 @@
 //!   The answer echoes `version`, `stage` and `id` only, so nothing of the response
 //!   changes.
 //! - A held request whose response stage never comes ends after `[agent] token_ttl`, as
-//!   a failure.
+//!   cancelled (counted apart, its latency not measured).
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;

@@ -1,5 +1,6 @@
 //! Admission tokens: an admitted request's [`Permit`], held by the agent until the client
-//! finishes it, or until its time to live runs out (the client died).
+//! finishes it, or until its time to live runs out (the client died: the request ends as
+//! cancelled, counted apart, its latency not measured).
 //!
 //! Bounded: at most `max_tokens` are alive; a reservation is taken before admission, so a
 //! full table never admits a request it cannot hold.
@@ -10,7 +11,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use tokio::time::Instant;
-use waitstate_core::Permit;
+use waitstate_core::{Ending, Permit};
 
 /// The table of live tokens.
 #[derive(Debug)]
@@ -91,7 +92,7 @@ impl Tokens {
     }
 
     /// Hold `permit` under `id` until it is finished or `ttl` runs out. An id already
-    /// held (a coprocessor id sent twice) ends the older one as a failure.
+    /// held (a coprocessor id sent twice) ends the older one as cancelled.
     pub(crate) fn hold(
         &self,
         mut reservation: Reservation<'_>,
@@ -108,7 +109,7 @@ impl Tokens {
         let old = self.lock().insert(id, held);
         if let Some(mut old) = old {
             self.used.fetch_sub(1, Relaxed);
-            old.permit.set_error(true);
+            old.permit.set_ending(Ending::Cancelled);
         }
     }
 
@@ -127,7 +128,7 @@ impl Tokens {
         }
     }
 
-    /// End every token past its time to live as a failure; how many.
+    /// End every token past its time to live as cancelled; how many.
     pub(crate) fn expire(&self, now: Instant) -> usize {
         let mut n = 0;
         {
@@ -137,8 +138,10 @@ impl Tokens {
             }
             map.retain(|_, held| {
                 if held.expires <= now {
-                    // Its client died or forgot it: a failure, to the rules.
-                    held.permit.set_error(true);
+                    // Its client died or forgot it: counted apart, neither a success nor
+                    // an error, its latency not measured (a dead client says nothing of
+                    // the backend).
+                    held.permit.set_ending(Ending::Cancelled);
                     n += 1;
                     false
                 } else {

@@ -12,7 +12,8 @@
 //! `POST /v1/finish` `{"token": "…", "outcome": "success" | "error"}` ends the request:
 //! its latency (from the slot's grant) and outcome go to the rules; `204`, or `404` when
 //! the token is unknown or already ended. A token not finished within its time to live
-//! (`ttlMs`, at most `[agent] token_ttl`) is ended as a failure: its client died.
+//! (`ttlMs`, at most `[agent] token_ttl`) ends as cancelled: its client died; it is counted
+//! apart, not as an error, and its latency is not measured.
 
 use std::hash::BuildHasher;
 use std::time::Duration;

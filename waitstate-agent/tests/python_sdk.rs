@@ -21,6 +21,8 @@ free = 10
 rule = "when p95_latency of free > 500ms then block free"
 [[rules]]
 rule = "when queue_depth of pro > 5 then block pro"
+[metrics]
+custom = ["queue_depth"]
 "#;
 
 async fn python(python: &str, url: &str, phase: &str) {
