@@ -518,7 +518,11 @@ impl Reflex {
                 Metric::InFlight | Metric::Custom(_)
             );
             let settle = if gauge { Duration::ZERO } else { self.window };
+            let (before, shed_before) = (r.phase, r.shed_level);
             step(r, holds, previous, now, self.release_step, levels, settle);
+            if (r.phase, r.shed_level) != (before, shed_before) {
+                trace_transition(r, before, shed_before);
+            }
             let contribution = contribution(r, &self.levels);
             let target = if r.dry { &mut dry } else { &mut enforce };
             *target = target.stricter(&contribution);
@@ -526,6 +530,37 @@ impl Reflex {
         (enforce, dry)
     }
 }
+
+/// A `tracing` event for a rule that moved: `fired` (its action is in force), `releasing`
+/// (a step of the gradual release, or a step back), `released` (back to idle), `shed` (a
+/// `shed` rule moved a level) at INFO, with the value of the metric that moved it; `pending`
+/// and `cooling` at DEBUG. Target `waitstate::rule`. (A fleet's rules run here too, so the
+/// control plane logs its fleet rules the same way.)
+#[cfg(feature = "tracing")]
+fn trace_transition(r: &RuleState, before: Phase, shed_before: usize) {
+    let value = r.value.unwrap_or(f64::NAN);
+    let (rule, dry_run, shed_level) = (r.text.as_str(), r.dry, r.shed_level);
+    match r.phase {
+        Phase::Firing if before != Phase::Firing => {
+            tracing::info!(target: "waitstate::rule", rule, value, dry_run, shed_level, "rule fired");
+        }
+        Phase::Releasing(step) => {
+            tracing::info!(target: "waitstate::rule", rule, value, dry_run, step, shed_level, "rule releasing");
+        }
+        Phase::Idle if matches!(before, Phase::Cooling | Phase::Releasing(_)) => {
+            tracing::info!(target: "waitstate::rule", rule, value, dry_run, "rule released");
+        }
+        Phase::Firing | Phase::Cooling if r.shed_level != shed_before => {
+            tracing::info!(target: "waitstate::rule", rule, value, dry_run, shed_level, "rule shed one more level");
+        }
+        phase => {
+            tracing::debug!(target: "waitstate::rule", rule, value, dry_run, ?phase, "rule phase");
+        }
+    }
+}
+
+#[cfg(not(feature = "tracing"))]
+fn trace_transition(_: &RuleState, _: Phase, _: usize) {}
 
 /// Count the requests of `tag` still in flight at `now` with the age they have reached at
 /// least, so that a backend that stops answering reads as slow, not as "no data": of the
