@@ -12,6 +12,7 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `runtime` | yes | [`WaitState`]: builder, TOML config file, RAII [`Permit`], the background task that evaluates rules every tick (tokio) |
+//! | `control-plane` | no | the control-plane client (implies `runtime`; adds reqwest with rustls and ring): `Builder::control_plane`, pulse and sync, lease and safe mode, `WaitState::control_status`, the `wire` module. Without it a configured control plane is a [`ConfigError`] when the handle is built |
 //! | `toml` | with `runtime` | [`Config::from_toml_str`] |
 //!
 //! Without features the crate is the pure decision: [`Policy`] (the v1 wire document and
@@ -83,4 +84,7 @@ pub use registry::{
     Aggregate, DEFAULT_TAG, Ending, MAX_CUSTOM_METRICS, MAX_TAG_LEN, OVERFLOW_TAG, Tag, TagCounters,
 };
 #[cfg(feature = "runtime")]
-pub use runtime::{Builder, ControlStatus, Entry, Permit, WaitForSlot, WaitState, wire};
+pub use runtime::{Builder, Entry, Permit, WaitForSlot, WaitState};
+#[cfg(feature = "control-plane")]
+#[cfg_attr(docsrs, doc(cfg(feature = "control-plane")))]
+pub use runtime::{ControlStatus, wire};

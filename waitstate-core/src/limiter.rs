@@ -104,6 +104,7 @@ impl Gcra {
     /// still pass while the smaller shares are refused, so under a sustained excess the
     /// budget goes to the largest shares first, and whatever they leave to the others (the
     /// rate is never left unused while anyone asks).
+    #[cfg(feature = "control-plane")]
     pub(crate) fn try_acquire_sharing(
         &self,
         tat: &AtomicU64,

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use waitstate_core::{Config, ConfigError, ControlPlane, SafeMode, WaitState};
+use waitstate_core::{Config, ConfigError, SafeMode, WaitState};
 
 #[test]
 fn the_control_plane_table_reads_with_v1_defaults() {
@@ -60,12 +60,13 @@ fn bad_control_plane_settings_name_the_key() {
     assert!(err.to_string().contains("line 5"), "{err}");
 }
 
+#[cfg(feature = "control-plane")]
 #[tokio::test(start_paused = true)]
 async fn a_handle_with_a_control_plane_starts_fail_open() {
     let ws = WaitState::builder()
         .tag("free", 10)
         .control_plane(
-            ControlPlane::new("http://127.0.0.1:9", "pk", "sk-secret")
+            waitstate_core::ControlPlane::new("http://127.0.0.1:9", "pk", "sk-secret")
                 .safe_mode(SafeMode::LastPolicy),
         )
         .build()
@@ -82,4 +83,27 @@ async fn a_handle_with_a_control_plane_starts_fail_open() {
             .control_status()
             .is_none()
     );
+}
+
+/// Without the `control-plane` feature the table still reads, but a handle is refused: a
+/// configured control plane is never ignored in silence. (`cargo test -p waitstate-core
+/// --test control_config` runs this; the workspace's test run turns the feature on.)
+#[cfg(not(feature = "control-plane"))]
+#[tokio::test(start_paused = true)]
+async fn without_the_feature_a_configured_control_plane_is_refused_at_build() {
+    let config = Config::from_toml_str(
+        "[tags]\nfree = 10\n[control_plane]\nbase_url = \"https://control.example.com\"\n\
+         publish_key = \"pk\"\nsecret_key = \"sk-secret\"\n",
+    )
+    .unwrap();
+    assert!(config.control_plane.is_some());
+    let err = WaitState::from_config(config).unwrap_err();
+    assert!(
+        matches!(&err, ConfigError::Invalid { key, .. } if key == "control_plane"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("`control-plane` feature"), "{err}");
+    assert!(!err.to_string().contains("sk-secret"));
+    // Without a control plane, the same build works.
+    assert!(WaitState::builder().tag("free", 10).build().is_ok());
 }

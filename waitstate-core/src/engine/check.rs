@@ -136,7 +136,7 @@ impl Engine {
 
     /// Reject a request of `tag` for a reason decided outside the policy (the runtime's
     /// safe mode), counting it like any rejection.
-    #[cfg(feature = "runtime")]
+    #[cfg(feature = "control-plane")]
     pub(crate) fn reject_outside(
         &self,
         tag: &str,

@@ -1,10 +1,15 @@
 //! The local engine (feature `runtime`): the [`WaitState`] handle, its builder, the RAII
-//! [`Permit`], and the background task that evaluates the rules every tick.
+//! [`Permit`], and the background task that evaluates the rules every tick. The control-plane
+//! client (`control`, `lease`, `wire`) is the feature `control-plane`.
 
+#[cfg(feature = "control-plane")]
 mod control;
+#[cfg(feature = "control-plane")]
 mod lease;
 mod permit;
 mod wait;
+#[cfg(feature = "control-plane")]
+#[cfg_attr(docsrs, doc(cfg(feature = "control-plane")))]
 pub mod wire;
 
 use std::path::Path;
@@ -15,12 +20,16 @@ use arc_swap::ArcSwap;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
+#[cfg(feature = "control-plane")]
 use self::control::ControlShared;
+#[cfg(feature = "control-plane")]
 pub use self::control::ControlStatus;
 pub use self::permit::Permit;
 pub use self::wait::{Entry, WaitForSlot};
 use crate::admission::AdmissionState;
-use crate::config::{AdmissionConfig, Config, ControlPlane, Limits, RuleConfig};
+#[cfg(feature = "control-plane")]
+use crate::config::ControlPlane;
+use crate::config::{AdmissionConfig, Config, Limits, RuleConfig};
 use crate::decision::{Decision, Rejection};
 use crate::engine::{Admit, Demand, Engine, ReportError};
 use crate::error::ConfigError;
@@ -37,6 +46,7 @@ pub(crate) fn clock_now() -> Instant {
 
 /// The runtime's one wall-clock read: Unix epoch milliseconds, for the wire (pulse
 /// timestamps, token expiry). Never used to measure durations.
+#[cfg(feature = "control-plane")]
 #[allow(clippy::disallowed_methods)]
 pub(crate) fn wall_clock_ms() -> u64 {
     std::time::SystemTime::now()
@@ -70,6 +80,7 @@ pub(crate) fn wall_clock_ms() -> u64 {
 /// # Ok(()) }
 /// ```
 #[derive(Clone, Debug)]
+#[cfg_attr(docsrs, doc(cfg(feature = "runtime")))]
 pub struct WaitState {
     inner: Arc<Inner>,
 }
@@ -80,29 +91,44 @@ struct Inner {
     origin: Instant,
     status: ArcSwap<Vec<RuleStatus>>,
     task: Mutex<Option<JoinHandle<()>>>,
+    #[cfg(feature = "control-plane")]
     control: Option<Arc<ControlShared>>,
+    #[cfg(feature = "control-plane")]
     control_task: Mutex<Option<JoinHandle<()>>>,
     admission_task: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        for task in [
-            &mut self.task,
-            &mut self.control_task,
-            &mut self.admission_task,
-        ] {
+        fn abort(task: &mut Mutex<Option<JoinHandle<()>>>) {
             let task = task.get_mut().unwrap_or_else(|p| p.into_inner());
             if let Some(task) = task.take() {
                 task.abort();
             }
         }
+        abort(&mut self.task);
+        #[cfg(feature = "control-plane")]
+        abort(&mut self.control_task);
+        abort(&mut self.admission_task);
     }
 }
 
 impl Inner {
     fn now(&self) -> Duration {
         clock_now().saturating_duration_since(self.origin)
+    }
+
+    /// Safe mode's answer for `tag` while a control plane's lease has expired; `None` (decide
+    /// as usual) otherwise, and always without the `control-plane` feature.
+    #[inline]
+    fn safe_mode_gate(&self, tag: &str) -> Option<Rejection> {
+        #[cfg(feature = "control-plane")]
+        if let Some(control) = &self.control {
+            return control.safe_mode_gate(self, tag);
+        }
+        #[cfg(not(feature = "control-plane"))]
+        let _ = tag;
+        None
     }
 }
 
@@ -142,9 +168,7 @@ impl WaitState {
     /// Decide for a [`Demand`] (tag, weight and cohort key).
     pub fn decide_demand(&self, demand: &Demand<'_>) -> Decision {
         let inner = &*self.inner;
-        if let Some(control) = &inner.control
-            && let Some(rejection) = control.safe_mode_gate(inner, demand.tag)
-        {
+        if let Some(rejection) = inner.safe_mode_gate(demand.tag) {
             return Decision::Rejected(rejection);
         }
         inner.engine.decide_lazy(demand, || inner.now())
@@ -164,9 +188,7 @@ impl WaitState {
     /// # Errors
     /// As [`WaitState::admit`].
     pub fn admit_demand(&self, demand: &Demand<'_>) -> Result<Permit, Rejection> {
-        if let Some(control) = &self.inner.control
-            && let Some(rejection) = control.safe_mode_gate(&self.inner, demand.tag)
-        {
+        if let Some(rejection) = self.inner.safe_mode_gate(demand.tag) {
             return Err(rejection);
         }
         let start = clock_now();
@@ -179,9 +201,7 @@ impl WaitState {
     /// [`crate::admission`]): the answer is an [`Entry`], at once or to await. What the
     /// tower and actix layers call.
     pub fn enter(&self, demand: &Demand<'_>) -> Entry {
-        if let Some(control) = &self.inner.control
-            && let Some(rejection) = control.safe_mode_gate(&self.inner, demand.tag)
-        {
+        if let Some(rejection) = self.inner.safe_mode_gate(demand.tag) {
             return Entry::Rejected(rejection);
         }
         let start = clock_now();
@@ -241,6 +261,8 @@ impl WaitState {
     }
 
     /// The control plane client's state (`None` without a control plane).
+    #[cfg(feature = "control-plane")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "control-plane")))]
     pub fn control_status(&self) -> Option<ControlStatus> {
         self.inner.control.as_ref().map(|c| c.status())
     }
@@ -254,15 +276,18 @@ impl WaitState {
             let task = task.lock().unwrap_or_else(|p| p.into_inner());
             task.as_ref().is_some_and(|t| !t.is_finished())
         };
-        running(&self.inner.task)
-            && running(&self.inner.admission_task)
-            && (self.inner.control.is_none() || running(&self.inner.control_task))
+        #[cfg(feature = "control-plane")]
+        let control = self.inner.control.is_none() || running(&self.inner.control_task);
+        #[cfg(not(feature = "control-plane"))]
+        let control = true;
+        running(&self.inner.task) && running(&self.inner.admission_task) && control
     }
 }
 
 /// Configures a [`WaitState`]. Every setting has a default; see [`Config`].
 #[derive(Clone, Debug, Default)]
 #[must_use]
+#[cfg_attr(docsrs, doc(cfg(feature = "runtime")))]
 pub struct Builder {
     config: Config,
 }
@@ -365,6 +390,11 @@ impl Builder {
     /// Pulse telemetry to, and take the fleet policy from, a WaitState v1 control plane
     /// (ours, `waitstate-control`, or any other). See [`ControlPlane`] for cadence, lease
     /// and safe mode.
+    ///
+    /// Needs the `control-plane` feature (of this crate, or of `waitstate-tower`,
+    /// `waitstate-axum`, `waitstate-actix`): it adds the HTTPS client (reqwest, rustls).
+    #[cfg(feature = "control-plane")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "control-plane")))]
     pub fn control_plane(mut self, control: ControlPlane) -> Self {
         self.config.control_plane = Some(control);
         self
@@ -374,12 +404,25 @@ impl Builder {
     /// runtime.
     ///
     /// # Errors
-    /// What [`Config::validate`] finds (a rule's column included), or
-    /// [`ConfigError::NoRuntime`] outside a tokio runtime.
+    /// What [`Config::validate`] finds (a rule's column included),
+    /// [`ConfigError::NoRuntime`] outside a tokio runtime, or [`ConfigError::Invalid`] for
+    /// `control_plane` when a control plane is configured (e.g. a `[control_plane]` table in
+    /// the TOML file) but the crate was built without the `control-plane` feature: never
+    /// ignored in silence.
     pub fn build(self) -> Result<WaitState, ConfigError> {
         let handle = tokio::runtime::Handle::try_current().map_err(|_| ConfigError::NoRuntime)?;
         let engine = Engine::new(&self.config)?;
         let reflex = Reflex::new(&self.config)?;
+        #[cfg(not(feature = "control-plane"))]
+        if self.config.control_plane.is_some() {
+            return Err(ConfigError::invalid(
+                "control_plane",
+                "a control plane is configured, but this build has no control-plane client: \
+                 enable the `control-plane` feature of waitstate-tower, waitstate-axum, \
+                 waitstate-actix or waitstate-core",
+            ));
+        }
+        #[cfg(feature = "control-plane")]
         let control = match &self.config.control_plane {
             Some(cp) => Some((
                 Arc::new(ControlShared::new(cp.clone())),
@@ -393,7 +436,9 @@ impl Builder {
             engine,
             origin,
             task: Mutex::new(None),
+            #[cfg(feature = "control-plane")]
             control: control.as_ref().map(|(shared, _)| shared.clone()),
+            #[cfg(feature = "control-plane")]
             control_task: Mutex::new(None),
             admission_task: Mutex::new(None),
         });
@@ -405,6 +450,7 @@ impl Builder {
             .admission_task
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some(admission);
+        #[cfg(feature = "control-plane")]
         if let Some((shared, http)) = control {
             let task = handle.spawn(supervise_control(Arc::downgrade(&inner), shared, http));
             *inner.control_task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
@@ -423,17 +469,21 @@ async fn run(inner: Weak<Inner>, mut reflex: Reflex, first: Instant, tick: Durat
         let Some(inner) = inner.upgrade() else { break };
         let now = inner.now();
         let status = reflex.tick(now, &inner.engine);
-        if let Some(control) = &inner.control {
+        #[cfg(feature = "control-plane")]
+        let settled = inner.control.as_ref().map(|control| {
             // The tick took the custom metrics from the engine: keep them for the pulse.
             control.add_custom(reflex.last_custom());
-        }
-        let settled = inner.control.as_ref().map(|c| c.settled());
+            control.settled()
+        });
+        #[cfg(not(feature = "control-plane"))]
+        let settled = None;
         inner.engine.reclaim_quiet(now, settled);
         inner.status.store(Arc::new(status));
     }
 }
 
 /// How long the supervisor waits before restarting a control task that panicked.
+#[cfg(feature = "control-plane")]
 const CONTROL_RESTART: Duration = Duration::from_secs(1);
 
 /// Run the control-plane client, and run it again if it panics (a bug, or a policy no
@@ -441,6 +491,7 @@ const CONTROL_RESTART: Duration = Duration::from_secs(1);
 /// and no lease, no pulses and no syncs, for good. The restarted client keeps the instance
 /// id and resumes from the telemetry the control plane acknowledged; its lease starts over,
 /// as at start-up.
+#[cfg(feature = "control-plane")]
 async fn supervise_control(inner: Weak<Inner>, shared: Arc<ControlShared>, http: reqwest::Client) {
     /// Aborts the client when the supervisor is aborted (the last handle dropped).
     struct AbortOnDrop(JoinHandle<()>);
