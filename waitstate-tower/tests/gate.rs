@@ -450,10 +450,10 @@ async fn bad_headers_get_a_defined_decision() {
         .await,
         "__default__"
     );
-    // A 64 KB tag counts as the overflow tag.
+    // A 64 KB tag from the header is not declared: it counts as the default tag.
     let huge = "t".repeat(64 * 1024);
     let res = app(&ws, calls.clone()).oneshot(req(&huge)).await.unwrap();
-    assert_eq!(body_string(res.into_body()).await, "__overflow__");
+    assert_eq!(body_string(res.into_body()).await, "__default__");
     // Bad weights are rejected as over_weight and never reach the service.
     let before = calls.load(Ordering::SeqCst);
     for w in ["NaN", "-1", "1e309", "garbage", ""] {
@@ -709,4 +709,38 @@ async fn a_waiting_future_dropped_leaves_the_queue() {
     first.await.unwrap().unwrap();
     assert_eq!(ws.admission().in_flight, 0);
     assert_eq!(ws.counters("enterprise").unwrap().admitted, 0);
+}
+
+/// Issue 15, item 7: a client inventing tags in the header takes no slot; by default its
+/// requests count as the default tag, and declared tags count as themselves.
+#[tokio::test(start_paused = true)]
+async fn invented_header_tags_count_as_the_default_tag() {
+    let ws = ws();
+    let before = ws.engine().tags().len();
+    let svc = app(&ws, Arc::new(AtomicUsize::new(0)));
+    for i in 0..1000 {
+        let res = svc
+            .clone()
+            .oneshot(req(&format!("made-up-{i}")))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(body_string(res.into_body()).await, "__default__");
+    }
+    let res = svc.clone().oneshot(req("pro")).await.unwrap();
+    assert_eq!(body_string(res.into_body()).await, "pro");
+    assert_eq!(ws.engine().tags().len(), before, "no slot taken");
+    assert_eq!(ws.counters("__default__").unwrap().admitted, 1000);
+
+    // Opted in (a trusted layer sets the header): undeclared tags get their own slots.
+    let trusting = ServiceBuilder::new()
+        .layer(GateLayer::new(
+            ws.clone(),
+            HeaderTagger::new().undeclared_tags(true),
+        ))
+        .service(service_fn(|_req: Request<Body>| async {
+            Ok::<_, Infallible>(Response::new(Body::from("ok")))
+        }));
+    let _ = trusting.oneshot(req("checkout")).await.unwrap();
+    assert_eq!(ws.counters("checkout").unwrap().admitted, 1);
 }

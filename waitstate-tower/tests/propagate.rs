@@ -27,6 +27,8 @@ fn ws() -> WaitState {
     WaitState::builder()
         .tag("enterprise", 100)
         .tag("free", 10)
+        // Declared: a tag from a header counts as itself only when declared.
+        .tag("batch", 1)
         .build()
         .unwrap()
 }

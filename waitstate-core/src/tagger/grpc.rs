@@ -170,7 +170,10 @@ impl Tagger for GrpcTagger {
         } else {
             &self.fallback
         });
-        Tagging::new(tag).weight(self.fallback_weight)
+        // A tag from metadata is the client's word: it takes no slot unless declared.
+        Tagging::new(tag)
+            .weight(self.fallback_weight)
+            .declared_only(from_metadata.is_some())
     }
 }
 

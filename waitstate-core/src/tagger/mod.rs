@@ -114,6 +114,10 @@ pub struct Tagging<'a> {
     pub cohort: Option<u64>,
     /// Never gated, never counted (health checks, probes, metrics scrapes).
     pub exempt: bool,
+    /// The tag came from the client (a header, gRPC metadata): if it is not declared (in
+    /// `[tags]`, named by a policy, or already tracked) it counts as the default tag
+    /// instead of taking a slot of its own ([`crate::Demand::declared_only`]).
+    pub declared_only: bool,
 }
 
 impl<'a> Tagging<'a> {
@@ -124,7 +128,15 @@ impl<'a> Tagging<'a> {
             weight: 1.0,
             cohort: None,
             exempt: false,
+            declared_only: false,
         }
+    }
+
+    /// The tag is the client's word for it: count it as the default tag unless declared.
+    #[must_use]
+    pub const fn declared_only(mut self, yes: bool) -> Self {
+        self.declared_only = yes;
+        self
     }
 
     /// An exempt request: passes ungated and uncounted.
@@ -134,6 +146,7 @@ impl<'a> Tagging<'a> {
             weight: 0.0,
             cohort: None,
             exempt: true,
+            declared_only: false,
         }
     }
 
@@ -154,6 +167,7 @@ impl<'a> Tagging<'a> {
         crate::Demand {
             weight: self.weight,
             cohort: self.cohort,
+            declared_only: self.declared_only,
             ..crate::Demand::new(self.tag)
         }
     }
@@ -280,6 +294,7 @@ pub struct HeaderTagger {
     fallback: String,
     default_weight: f64,
     exempt: ExemptPaths,
+    undeclared_tags: bool,
 }
 
 impl fmt::Debug for HeaderTagger {
@@ -291,6 +306,7 @@ impl fmt::Debug for HeaderTagger {
             .field("fallback", &self.fallback)
             .field("default_weight", &self.default_weight)
             .field("exempt", &self.exempt.0)
+            .field("undeclared_tags", &self.undeclared_tags)
             .finish()
     }
 }
@@ -314,7 +330,18 @@ impl HeaderTagger {
             fallback: DEFAULT_TAG.to_owned(),
             default_weight: 1.0,
             exempt: ExemptPaths::default(),
+            undeclared_tags: false,
         }
+    }
+
+    /// Give a tag the header names a slot of its own even when it is not declared (not in
+    /// `[tags]`, not named by a policy). Off by default: any client can send any tag, and
+    /// the registry is bounded, so by default an undeclared tag from the header counts as
+    /// the default tag. Turn it on only when a layer you trust sets the header.
+    #[must_use]
+    pub fn undeclared_tags(mut self, yes: bool) -> Self {
+        self.undeclared_tags = yes;
+        self
     }
 
     /// Read the tag from this header instead.
@@ -366,12 +393,13 @@ impl Tagger for HeaderTagger {
         if self.exempt.matches(req.path()) {
             return Tagging::exempt();
         }
-        let tag = req
+        let from_header = req
             .header(&self.tag_header)
             .and_then(|v| std::str::from_utf8(v).ok())
             .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .unwrap_or(&self.fallback);
+            .filter(|t| !t.is_empty());
+        let declared_only = from_header.is_some() && !self.undeclared_tags;
+        let tag = from_header.unwrap_or(&self.fallback);
         let weight = match self.weight_header.as_deref().and_then(|h| req.header(h)) {
             Some(raw) => parse_weight(raw),
             None => self.default_weight,
@@ -386,6 +414,7 @@ impl Tagger for HeaderTagger {
             weight,
             cohort,
             exempt: false,
+            declared_only,
         }
     }
 }
