@@ -130,6 +130,10 @@ mod gate_step {
         pub dry_run_header: bool,
         /// Put the [`Admission`] in each admitted request's extensions (on by default).
         pub admission_extension: bool,
+        /// Measure latency to the end of the response body instead of to its head (off by
+        /// default: a stream's whole duration, SSE or a gRPC stream, says nothing of the
+        /// backend's speed). The in-flight slot is held to the body's end either way.
+        pub latency_to_end: bool,
     }
 
     impl<T, R, C> GateConfig<T, R, C> {
@@ -142,6 +146,7 @@ mod gate_step {
                 classifier,
                 dry_run_header: true,
                 admission_extension: true,
+                latency_to_end: false,
             }
         }
 
@@ -154,6 +159,7 @@ mod gate_step {
                 classifier: self.classifier,
                 dry_run_header: self.dry_run_header,
                 admission_extension: self.admission_extension,
+                latency_to_end: self.latency_to_end,
             }
         }
 
@@ -166,6 +172,7 @@ mod gate_step {
                 classifier,
                 dry_run_header: self.dry_run_header,
                 admission_extension: self.admission_extension,
+                latency_to_end: self.latency_to_end,
             }
         }
 
@@ -185,6 +192,7 @@ mod gate_step {
                 .field("classifier", &std::any::type_name::<C>())
                 .field("dry_run_header", &self.dry_run_header)
                 .field("admission_extension", &self.admission_extension)
+                .field("latency_to_end", &self.latency_to_end)
                 .finish()
         }
     }

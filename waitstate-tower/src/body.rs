@@ -1,21 +1,47 @@
 //! The response body of [`GateService`](crate::GateService).
 
+use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use waitstate_core::Permit;
+use waitstate_core::{Ending, Permit};
 
 use crate::classify::Classify;
 
 /// Holds the request's in-flight slot until the body ends (or is dropped), then records
-/// latency and outcome.
+/// latency and outcome. Dropped before the end of stream, the client went away: the request
+/// counts as cancelled.
 pub(crate) struct Guard<C> {
-    pub(crate) permit: Permit,
+    permit: Permit,
     /// Set when the outcome is in the trailers (streaming gRPC).
-    pub(crate) classifier: Option<C>,
+    classifier: Option<C>,
+    ended: bool,
+}
+
+impl<C> Guard<C> {
+    pub(crate) fn new(permit: Permit, classifier: Option<C>) -> Self {
+        Self {
+            permit,
+            classifier,
+            ended: false,
+        }
+    }
+
+    /// The body reached its end (the permit records the outcome set so far).
+    fn end(mut self) {
+        self.ended = true;
+    }
+}
+
+impl<C> Drop for Guard<C> {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.permit.set_ending(Ending::Cancelled);
+        }
+    }
 }
 
 pin_project! {
@@ -43,7 +69,16 @@ pin_project! {
 }
 
 impl<B, C> ResponseBody<B, C> {
-    pub(crate) fn inner(body: B, guard: Option<Guard<C>>) -> Self {
+    pub(crate) fn inner(body: B, mut guard: Option<Guard<C>>) -> Self
+    where
+        B: Body,
+    {
+        // An empty body may never be polled: the request is over with its head.
+        if body.is_end_stream()
+            && let Some(g) = guard.take()
+        {
+            g.end();
+        }
         Self {
             kind: BodyKind::Inner { body, guard },
         }
@@ -89,11 +124,25 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         match self.project().kind.project() {
-            BodyProj::Inner { body, guard } => {
-                let frame = ready!(body.poll_frame(cx));
+            BodyProj::Inner { mut body, guard } => {
+                let polled = panic::catch_unwind(AssertUnwindSafe(|| body.as_mut().poll_frame(cx)));
+                let frame = match polled {
+                    Ok(frame) => ready!(frame),
+                    Err(payload) => {
+                        if let Some(mut g) = guard.take() {
+                            g.permit.set_ending(Ending::Panicked);
+                            g.end();
+                        }
+                        panic::resume_unwind(payload)
+                    }
+                };
                 match &frame {
                     // End of stream: the request is over.
-                    None => drop(guard.take()),
+                    None => {
+                        if let Some(g) = guard.take() {
+                            g.end();
+                        }
+                    }
                     Some(Ok(f)) => {
                         if let Some(trailers) = f.trailers_ref()
                             && let Some(mut g) = guard.take()
@@ -101,12 +150,18 @@ where
                             if let Some(c) = &g.classifier {
                                 g.permit.set_error(c.classify_trailers(trailers));
                             }
-                            drop(g);
+                            g.end();
+                        } else if body.is_end_stream()
+                            && let Some(g) = guard.take()
+                        {
+                            // The last frame: the server may not poll again.
+                            g.end();
                         }
                     }
                     Some(Err(_)) => {
                         if let Some(mut g) = guard.take() {
                             g.permit.set_error(true);
+                            g.end();
                         }
                     }
                 }

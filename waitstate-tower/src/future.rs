@@ -1,6 +1,7 @@
 //! The response future of [`GateService`](crate::GateService).
 
 use std::future::Future;
+use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
@@ -10,7 +11,7 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 use waitstate_core::tagger::Admission;
 use waitstate_core::tagger::current::{self, Scoped};
-use waitstate_core::{Permit, Reason, Rejection, WaitForSlot};
+use waitstate_core::{Ending, Permit, Reason, Rejection, WaitForSlot};
 
 use crate::body::{Guard, ResponseBody};
 use crate::classify::{Classify, Outcome};
@@ -42,6 +43,7 @@ struct Resume<S, B, C> {
     classifier: C,
     admission_extension: bool,
     dry_run_header: bool,
+    latency_to_end: bool,
 }
 
 pin_project! {
@@ -59,6 +61,7 @@ pin_project! {
             permit: Option<Permit>,
             classifier: Option<C>,
             dry_run: Option<Reason>,
+            latency_to_end: bool,
         },
         Exempt {
             #[pin]
@@ -73,20 +76,24 @@ pin_project! {
 impl<F, C, S, B> ResponseFuture<F, C, S, B> {
     pub(crate) fn allowed(
         future: F,
-        permit: Permit,
+        mut permit: Permit,
         admission: Admission,
         classifier: C,
         dry_run: Option<Reason>,
+        latency_to_end: bool,
     ) -> Self
     where
         F: Future,
     {
+        // Until the inner service answers, dropping this future means the client went away.
+        permit.set_ending(Ending::Cancelled);
         Self {
             kind: Kind::Allowed {
                 future: current::scoped(admission, future),
                 permit: Some(permit),
                 classifier: Some(classifier),
                 dry_run,
+                latency_to_end,
             },
         }
     }
@@ -101,6 +108,7 @@ impl<F, C, S, B> ResponseFuture<F, C, S, B> {
         classifier: C,
         admission_extension: bool,
         dry_run_header: bool,
+        latency_to_end: bool,
         rejection: Box<dyn FnOnce(Rejection) -> Response<Bytes> + Send>,
     ) -> Self {
         Self {
@@ -114,6 +122,7 @@ impl<F, C, S, B> ResponseFuture<F, C, S, B> {
                     classifier,
                     admission_extension,
                     dry_run_header,
+                    latency_to_end,
                 }),
                 rejection: Some(rejection),
             },
@@ -174,7 +183,7 @@ where
                 Err(r) => Kind::Rejected {
                     response: Some(rejection(r)),
                 },
-                Ok(permit) => {
+                Ok(mut permit) => {
                     let Resume {
                         mut inner,
                         mut request,
@@ -183,7 +192,9 @@ where
                         classifier,
                         admission_extension,
                         dry_run_header,
+                        latency_to_end,
                     } = resume;
+                    permit.set_ending(Ending::Cancelled);
                     let admission =
                         waitstate_core::adapter::admission_for(&permit, weight).with_cohort(cohort);
                     let dry_run = admission.would_reject.filter(|_| dry_run_header);
@@ -195,6 +206,7 @@ where
                         permit: Some(permit),
                         classifier: Some(classifier),
                         dry_run,
+                        latency_to_end,
                     }
                 }
             };
@@ -207,6 +219,7 @@ where
                 permit,
                 classifier,
                 dry_run,
+                latency_to_end,
             } => {
                 if permit.is_none() {
                     // Polled again after completion: a contract breach of the caller; answer
@@ -214,7 +227,19 @@ where
                     // panic.
                     return Poll::Ready(Ok(Response::new(ResponseBody::full(Bytes::new()))));
                 }
-                let result = ready!(future.poll(cx));
+                // A panic in the inner service is recorded as one (not as a success, nor as
+                // the client going away), then goes on unwinding.
+                let polled = panic::catch_unwind(AssertUnwindSafe(|| future.poll(cx)));
+                let result = match polled {
+                    Ok(Poll::Ready(result)) => result,
+                    Ok(Poll::Pending) => return Poll::Pending,
+                    Err(payload) => {
+                        if let Some(mut permit) = permit.take() {
+                            permit.set_ending(Ending::Panicked);
+                        }
+                        panic::resume_unwind(payload)
+                    }
+                };
                 let Some(mut permit) = permit.take() else {
                     return Poll::Ready(result.map(|r| r.map(|b| ResponseBody::inner(b, None))));
                 };
@@ -225,19 +250,24 @@ where
                             c.classify(parts.status, &parts.headers)
                         });
                         permit.set_error(outcome == Outcome::Error);
+                        if !*latency_to_end {
+                            // The backend's speed is its time to the head: a stream's
+                            // length is the client's business.
+                            permit.head_sent();
+                        }
                         if let Some(reason) = dry_run {
                             parts
                                 .headers
                                 .insert(DRY_RUN_HEADER, HeaderValue::from_static(reason.as_str()));
                         }
-                        let guard = Guard {
+                        let guard = Guard::new(
                             permit,
-                            classifier: if outcome == Outcome::AwaitTrailers {
+                            if outcome == Outcome::AwaitTrailers {
                                 classifier.take()
                             } else {
                                 None
                             },
-                        };
+                        );
                         Poll::Ready(Ok(Response::from_parts(
                             parts,
                             ResponseBody::inner(body, Some(guard)),

@@ -76,6 +76,15 @@ impl<T, R, C> GateLayer<T, R, C> {
         self
     }
 
+    /// Record each request's latency at the end of its response body rather than at the
+    /// response head (off by default). The head is what tells the backend's speed; a
+    /// stream's whole duration (SSE, a gRPC stream) does not. The in-flight slot is held
+    /// until the body ends either way.
+    pub fn latency_to_body_end(mut self, yes: bool) -> Self {
+        self.config.latency_to_end = yes;
+        self
+    }
+
     /// The engine.
     pub fn waitstate(&self) -> &WaitState {
         &self.config.waitstate

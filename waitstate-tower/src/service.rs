@@ -100,6 +100,7 @@ where
                     admission,
                     shared.classifier.clone(),
                     dry,
+                    shared.latency_to_end,
                 )
             }
             Verdict::Waiting {
@@ -123,6 +124,7 @@ where
                     shared.classifier.clone(),
                     shared.admission_extension,
                     shared.dry_run_header,
+                    shared.latency_to_end,
                     Box::new(move |rejection| render(&make, rejection, grpc)),
                 )
             }
