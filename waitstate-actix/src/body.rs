@@ -8,6 +8,7 @@ use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::web::Bytes;
 use pin_project_lite::pin_project;
 use waitstate_core::Permit;
+use waitstate_core::adapter::{StreamGuard, poll_recording_panic};
 
 pin_project! {
     /// Response body of the [`Gate`](crate::Gate) middleware: the inner body, which holds
@@ -25,7 +26,7 @@ pin_project! {
         Inner {
             #[pin]
             body: B,
-            permit: Option<Permit>,
+            guard: Option<StreamGuard>,
         },
         Rejected {
             body: BoxBody,
@@ -34,9 +35,19 @@ pin_project! {
 }
 
 impl<B> ResponseBody<B> {
-    pub(crate) fn inner(body: B, permit: Option<Permit>) -> Self {
+    pub(crate) fn inner(body: B, permit: Option<Permit>) -> Self
+    where
+        B: MessageBody,
+    {
+        let mut guard = permit.map(StreamGuard::new);
+        // An empty body may never be polled: the request is over with its head.
+        if matches!(body.size(), BodySize::None | BodySize::Sized(0))
+            && let Some(g) = guard.take()
+        {
+            g.end();
+        }
         Self {
-            kind: BodyKind::Inner { body, permit },
+            kind: BodyKind::Inner { body, guard },
         }
     }
 
@@ -50,9 +61,7 @@ impl<B> ResponseBody<B> {
 impl<B> std::fmt::Debug for ResponseBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let state = match &self.kind {
-            BodyKind::Inner {
-                permit: Some(_), ..
-            } => "streaming (slot held)",
+            BodyKind::Inner { guard: Some(_), .. } => "streaming (slot held)",
             BodyKind::Inner { .. } => "streaming",
             BodyKind::Rejected { .. } => "rejection",
         };
@@ -77,14 +86,20 @@ impl<B: MessageBody> MessageBody for ResponseBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Bytes, Self::Error>>> {
         match self.project().kind.project() {
-            BodyProj::Inner { body, permit } => {
-                let item = ready!(body.poll_next(cx));
+            BodyProj::Inner { body, guard } => {
+                let permit = guard.as_mut().map(StreamGuard::permit_mut);
+                let item = ready!(poll_recording_panic(permit, || body.poll_next(cx)));
                 match &item {
                     // End of stream: the request is over.
-                    None => drop(permit.take()),
+                    None => {
+                        if let Some(g) = guard.take() {
+                            g.end();
+                        }
+                    }
                     Some(Err(_)) => {
-                        if let Some(mut p) = permit.take() {
-                            p.set_error(true);
+                        if let Some(mut g) = guard.take() {
+                            g.permit_mut().set_error(true);
+                            g.end();
                         }
                     }
                     Some(Ok(_)) => {}

@@ -9,9 +9,10 @@ use actix_web::body::BoxBody;
 use actix_web::dev::ServiceResponse;
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use pin_project_lite::pin_project;
+use waitstate_core::adapter::poll_recording_panic;
 use waitstate_core::tagger::Admission;
 use waitstate_core::tagger::current::{self, Scoped};
-use waitstate_core::{Permit, Reason, Rejection, WaitForSlot};
+use waitstate_core::{Ending, Permit, Reason, Rejection, WaitForSlot};
 
 use crate::body::ResponseBody;
 use crate::classify::Classify;
@@ -48,6 +49,7 @@ pin_project! {
             permit: Option<Permit>,
             classifier: C,
             dry_run: Option<Reason>,
+            latency_to_end: bool,
         },
         Exempt {
             #[pin]
@@ -62,20 +64,24 @@ pin_project! {
 impl<F, C> ResponseFuture<F, C> {
     pub(crate) fn allowed(
         future: F,
-        permit: Permit,
+        mut permit: Permit,
         admission: Admission,
         classifier: C,
         dry_run: Option<Reason>,
+        latency_to_end: bool,
     ) -> Self
     where
         F: Future,
     {
+        // Until the app answers, dropping this future means the client went away.
+        permit.set_ending(Ending::Cancelled);
         Self {
             kind: Kind::Allowed {
                 future: current::scoped(admission, future),
                 permit: Some(permit),
                 classifier,
                 dry_run,
+                latency_to_end,
             },
         }
     }
@@ -122,6 +128,7 @@ impl<F, C, B> Future for ResponseFuture<F, C>
 where
     F: Future<Output = Result<ServiceResponse<B>, Error>>,
     C: Classify,
+    B: actix_web::body::MessageBody,
 {
     type Output = Result<ServiceResponse<ResponseBody<B>>, Error>;
 
@@ -143,6 +150,7 @@ where
                 permit,
                 classifier,
                 dry_run,
+                latency_to_end,
             } => {
                 if permit.is_none() {
                     // Polled again after completion: a contract breach of the caller; answer
@@ -152,7 +160,7 @@ where
                         "waitstate: polled after completion",
                     )));
                 }
-                let result = ready!(future.poll(cx));
+                let result = ready!(poll_recording_panic(permit.as_mut(), || future.poll(cx)));
                 let Some(mut permit) = permit.take() else {
                     return Poll::Ready(
                         result.map(|r| r.map_body(|_, b| ResponseBody::inner(b, None))),
@@ -161,6 +169,9 @@ where
                 match result {
                     Ok(mut res) => {
                         permit.set_error(classifier.is_error(res.status(), res.headers()));
+                        if !*latency_to_end {
+                            permit.head_sent();
+                        }
                         if let Some(reason) = dry_run {
                             res.headers_mut().insert(
                                 HeaderName::from_static(DRY_RUN_HEADER),

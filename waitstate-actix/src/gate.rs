@@ -17,7 +17,7 @@ use crate::service::GateMiddleware;
 /// The actix-web middleware: `App::new().wrap(Gate::new(waitstate, tagger))`.
 ///
 /// The tagger picks tag and weight, the engine decides, a rejection becomes a response
-/// (a 429 by default), and the response's latency (to the end of its body) and outcome
+/// (a 429 by default), and the response's latency (to its head, by default) and outcome
 /// flow back to the engine.
 ///
 /// Configuration only: cheap to clone. actix-web builds one middleware per worker (one
@@ -81,6 +81,15 @@ impl<T, R, C> Gate<T, R, C> {
     /// per request: turn it off when no handler reads it.
     pub fn admission_extension(mut self, yes: bool) -> Self {
         self.config.admission_extension = yes;
+        self
+    }
+
+    /// Record each request's latency at the end of its response body rather than when the
+    /// app's response is ready (off by default): a stream's whole duration (SSE) says
+    /// nothing of the backend's speed. The in-flight slot is held to the body's end either
+    /// way.
+    pub fn latency_to_body_end(mut self, yes: bool) -> Self {
+        self.config.latency_to_end = yes;
         self
     }
 

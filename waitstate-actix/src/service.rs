@@ -91,6 +91,7 @@ where
                     admission,
                     shared.classifier.clone(),
                     dry,
+                    shared.latency_to_end,
                 )
             }
             Verdict::Waiting {
@@ -118,6 +119,7 @@ where
                                 admission,
                                 shared.classifier.clone(),
                                 dry,
+                                shared.latency_to_end,
                             )
                         }
                         Err(rejection) => {

@@ -4,7 +4,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -41,14 +40,10 @@ impl fmt::Debug for Agent {
 
 pub(crate) struct Shared {
     pub(crate) ws: WaitState,
-    /// Read right before the engine was built: `origin.elapsed()` is, within microseconds,
-    /// the engine's own `now` (what rate limits compare against).
-    origin: Instant,
     pub(crate) settings: AgentSettings,
     pub(crate) tokens: Tokens,
     pending: Mutex<Pending>,
     pub(crate) hasher: foldhash::fast::RandomState,
-    pub(crate) stats: Stats,
     housekeeping: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -62,13 +57,6 @@ impl Drop for Shared {
             task.abort();
         }
     }
-}
-
-/// What the agent counts on its own (the engine counts the rest).
-#[derive(Debug, Default)]
-pub(crate) struct Stats {
-    /// v1 reports the engine refused to record (the tag blocked, the pool full).
-    pub(crate) reports_dropped: AtomicU64,
 }
 
 /// v1 latency reports waiting for a `/report-error` of the same tag.
@@ -85,19 +73,16 @@ impl Agent {
     /// What [`WaitState::from_config`] finds, and [`AgentSettings::validate`]'s findings.
     pub fn new(config: AgentConfig) -> Result<Self, ConfigError> {
         config.agent.validate()?;
-        let origin = Instant::now();
         let ws = WaitState::from_config(config.engine)?;
         let hasher = foldhash::fast::RandomState::default();
         let key = hasher.hash_one(0xA6E7_u64);
         let pair_window = config.agent.pair_window;
         let inner = Arc::new(Shared {
             ws,
-            origin,
             tokens: Tokens::new(config.agent.max_tokens, key),
             settings: config.agent,
             pending: Mutex::new(Pending::default()),
             hasher,
-            stats: Stats::default(),
             housekeeping: Mutex::new(None),
         });
         let task = tokio::spawn(housekeeping(Arc::downgrade(&inner), pair_window));
@@ -125,11 +110,6 @@ impl Agent {
         self.inner.lock_pending().total
     }
 
-    /// v1 reports the engine refused to record (their tag blocked, or the pool full).
-    pub fn dropped_reports(&self) -> u64 {
-        self.inner.stats.reports_dropped.load(Relaxed)
-    }
-
     /// End expired tokens and record the v1 reports whose pairing window has passed, now
     /// (the housekeeping task does it every `pair_window`).
     pub fn housekeep(&self) {
@@ -142,25 +122,14 @@ impl Shared {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The engine's `now`.
-    fn engine_now(&self) -> Duration {
-        self.origin.elapsed()
-    }
-
-    /// Record one completed request measured by the client (the v1 reports).
-    ///
-    /// The public engine has no call that records a completion without an admission, so
-    /// this admits a request of weight 0 and finishes it at once with the reported
-    /// latency: it counts as one more admission of the tag, and is refused (dropped,
-    /// counted in `reports_dropped`) while the tag is blocked or the pool is full.
+    /// Record one completed request measured by the client (the v1 reports): its latency
+    /// and outcome count for its tag, with no admission and no slot
+    /// ([`WaitState::record`](waitstate_core::WaitState::record)), so a report is never
+    /// refused and does not count as one more request offered.
     pub(crate) fn record(&self, tag: &str, latency: Duration, error: bool) {
-        let demand = Demand::new(tag).weight(0.0);
-        match self.ws.engine().admit(&demand, self.engine_now()) {
-            Ok(ticket) => ticket.finish(latency, error),
-            Err(_) => {
-                self.stats.reports_dropped.fetch_add(1, Relaxed);
-            }
-        }
+        let demand = Demand::new(tag).declared_only(true);
+        self.ws
+            .record(&demand, latency, waitstate_core::Ending::of_error(error));
     }
 
     /// A v1 `/report-latency`: held for `pair_window`, so that the `/report-error` the SDKs

@@ -49,7 +49,7 @@ pub(crate) async fn authz(State(agent): State<Agent>, request: Request) -> Respo
     };
     match agent
         .waitstate()
-        .decide_demand(&Demand::new(tag).weight(weight))
+        .decide_demand(&Demand::new(tag).weight(weight).declared_only(true))
     {
         Decision::Allowed { .. } => {
             let mut r = Response::new(Body::empty());

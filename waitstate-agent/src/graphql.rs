@@ -123,7 +123,7 @@ pub(crate) async fn coprocessor(State(agent): State<Agent>, body: Bytes) -> Resp
 
 /// Admit and hold the request under the router's id (or, without an id, only decide).
 async fn enter(agent: &Agent, tag: &str, id: Option<&str>) -> Result<(), Rejection> {
-    let demand = Demand::new(tag);
+    let demand = Demand::new(tag).declared_only(true);
     let Some(id) = id else {
         return match agent.waitstate().decide_demand(&demand) {
             waitstate_core::Decision::Allowed { .. } => Ok(()),

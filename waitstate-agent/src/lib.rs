@@ -59,11 +59,11 @@
 //! request and holds no slot, so in-flight rules and adaptive admission see nothing of v1
 //! clients; use the tokens for that. A `/report-latency` waits `[agent] pair_window`
 //! (200 ms) for the `/report-error` the SDKs' middlewares send right after it for a 5xx,
-//! and is then recorded as one completed request (failed if the error came). The public
-//! engine records a completion only through an admission, so each recorded report also
-//! counts as one admission of weight 0 (`rps` of a v1-fed tag reads about double), and is
-//! dropped while its tag is blocked or the admission pool is full
-//! ([`Agent::dropped_reports`]).
+//! and is then recorded as one completed request (failed if the error came), with no
+//! admission and no slot ([`WaitState::record`]): a report is never refused, even while its
+//! tag is blocked, and does not count as one more request offered. Tags the clients name
+//! count as themselves when the configuration declares them (`[tags]`), as the default tag
+//! otherwise, so clients cannot fill the tag registry.
 
 mod agent;
 mod authz;

@@ -52,7 +52,6 @@ async fn status(State(agent): State<Agent>) -> Response {
         "tokens": agent.live_tokens(),
         "expiredTokens": agent.expired_tokens(),
         "pendingReports": agent.pending_reports(),
-        "droppedReports": agent.dropped_reports(),
         "inFlight": a.in_flight,
         "limit": (a.limit != u64::MAX).then_some(a.limit),
         "adaptive": a.adaptive,

@@ -56,7 +56,7 @@ pub(crate) async fn admit(
 ) -> Result<Response, ClientError> {
     let req: AdmitBody = parse(&body)?;
     let (tag, weight) = tag_and_weight(req.tag.as_deref(), req.weight, &headers)?;
-    let mut demand = Demand::new(tag).weight(weight);
+    let mut demand = Demand::new(tag).weight(weight).declared_only(true);
     if let Some(c) = req
         .cohort
         .as_deref()

@@ -47,7 +47,7 @@ pub(crate) async fn gate(
     Ok(
         match agent
             .waitstate()
-            .decide_demand(&Demand::new(tag).weight(weight))
+            .decide_demand(&Demand::new(tag).weight(weight).declared_only(true))
         {
             Decision::Allowed { .. } => json(
                 StatusCode::OK,

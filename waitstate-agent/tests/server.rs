@@ -51,7 +51,8 @@ fn gate(tag: &str) -> String {
 async fn serves_tcp_and_a_unix_socket_and_shuts_down_cleanly() {
     let dir = temp_dir("serve");
     let sock = dir.join("agent.sock");
-    let agent = Agent::new(AgentConfig::default()).unwrap();
+    let agent =
+        Agent::new(AgentConfig::from_toml_str("[tags]\nfree = 10\npro = 50\n").unwrap()).unwrap();
     let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let unix = UnixListener::bind(&sock).unwrap();
     let server = AgentServer::serve(agent, Some(tcp), Some(unix)).unwrap();

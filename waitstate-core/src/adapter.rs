@@ -100,7 +100,75 @@ pub fn grpc_timeout(raw: &[u8]) -> Option<Duration> {
 }
 
 #[cfg(feature = "runtime")]
+pub use self::ending::{StreamGuard, poll_recording_panic};
+#[cfg(feature = "runtime")]
 pub use self::gate_step::{GateConfig, Verdict, admission_for, gate};
+
+/// How an adapter ends a request it admitted: cancelled when its client went away first,
+/// panicked when the app panicked; one piece of code for every framework.
+#[cfg(feature = "runtime")]
+mod ending {
+    use std::panic::{self, AssertUnwindSafe};
+    use std::task::Poll;
+
+    use crate::registry::Ending;
+    use crate::runtime::Permit;
+
+    /// Poll the app's future (or body) with `poll`; if it panics, record the request as
+    /// [`Ending::Panicked`] (the permit, when there is one, is ended and its slot freed)
+    /// and go on unwinding. Costs nothing unless it unwinds.
+    pub fn poll_recording_panic<T>(
+        permit: Option<&mut Permit>,
+        poll: impl FnOnce() -> Poll<T>,
+    ) -> Poll<T> {
+        match panic::catch_unwind(AssertUnwindSafe(poll)) {
+            Ok(polled) => polled,
+            Err(payload) => {
+                if let Some(permit) = permit {
+                    permit.set_ending(Ending::Panicked);
+                }
+                panic::resume_unwind(payload)
+            }
+        }
+    }
+
+    /// Holds an admitted request's permit while its response body streams. Ended
+    /// ([`StreamGuard::end`]) at the end of stream, it records the outcome set on the
+    /// permit; dropped before, the client went away: [`Ending::Cancelled`].
+    #[derive(Debug)]
+    pub struct StreamGuard {
+        permit: Permit,
+        ended: bool,
+    }
+
+    impl StreamGuard {
+        /// Guard `permit` until the body ends.
+        pub fn new(permit: Permit) -> Self {
+            Self {
+                permit,
+                ended: false,
+            }
+        }
+
+        /// The permit, to set the outcome (from the trailers, a body error).
+        pub fn permit_mut(&mut self) -> &mut Permit {
+            &mut self.permit
+        }
+
+        /// The body reached its end: record the outcome set so far, free the slot.
+        pub fn end(mut self) {
+            self.ended = true;
+        }
+    }
+
+    impl Drop for StreamGuard {
+        fn drop(&mut self) {
+            if !self.ended {
+                self.permit.set_ending(Ending::Cancelled);
+            }
+        }
+    }
+}
 
 #[cfg(feature = "runtime")]
 mod gate_step {

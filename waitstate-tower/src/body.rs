@@ -1,46 +1,36 @@
 //! The response body of [`GateService`](crate::GateService).
 
-use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use waitstate_core::{Ending, Permit};
+use waitstate_core::Permit;
+use waitstate_core::adapter::{StreamGuard, poll_recording_panic};
 
 use crate::classify::Classify;
 
 /// Holds the request's in-flight slot until the body ends (or is dropped), then records
 /// latency and outcome. Dropped before the end of stream, the client went away: the request
-/// counts as cancelled.
+/// counts as cancelled (see [`StreamGuard`]).
 pub(crate) struct Guard<C> {
-    permit: Permit,
+    stream: StreamGuard,
     /// Set when the outcome is in the trailers (streaming gRPC).
     classifier: Option<C>,
-    ended: bool,
 }
 
 impl<C> Guard<C> {
     pub(crate) fn new(permit: Permit, classifier: Option<C>) -> Self {
         Self {
-            permit,
+            stream: StreamGuard::new(permit),
             classifier,
-            ended: false,
         }
     }
 
     /// The body reached its end (the permit records the outcome set so far).
-    fn end(mut self) {
-        self.ended = true;
-    }
-}
-
-impl<C> Drop for Guard<C> {
-    fn drop(&mut self) {
-        if !self.ended {
-            self.permit.set_ending(Ending::Cancelled);
-        }
+    fn end(self) {
+        self.stream.end();
     }
 }
 
@@ -125,17 +115,10 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         match self.project().kind.project() {
             BodyProj::Inner { mut body, guard } => {
-                let polled = panic::catch_unwind(AssertUnwindSafe(|| body.as_mut().poll_frame(cx)));
-                let frame = match polled {
-                    Ok(frame) => ready!(frame),
-                    Err(payload) => {
-                        if let Some(mut g) = guard.take() {
-                            g.permit.set_ending(Ending::Panicked);
-                            g.end();
-                        }
-                        panic::resume_unwind(payload)
-                    }
-                };
+                let permit = guard.as_mut().map(|g| g.stream.permit_mut());
+                let frame = ready!(poll_recording_panic(permit, || body
+                    .as_mut()
+                    .poll_frame(cx)));
                 match &frame {
                     // End of stream: the request is over.
                     None => {
@@ -148,7 +131,8 @@ where
                             && let Some(mut g) = guard.take()
                         {
                             if let Some(c) = &g.classifier {
-                                g.permit.set_error(c.classify_trailers(trailers));
+                                let error = c.classify_trailers(trailers);
+                                g.stream.permit_mut().set_error(error);
                             }
                             g.end();
                         } else if body.is_end_stream()
@@ -160,7 +144,7 @@ where
                     }
                     Some(Err(_)) => {
                         if let Some(mut g) = guard.take() {
-                            g.permit.set_error(true);
+                            g.stream.permit_mut().set_error(true);
                             g.end();
                         }
                     }

@@ -1,7 +1,6 @@
 //! The response future of [`GateService`](crate::GateService).
 
 use std::future::Future;
-use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
@@ -9,6 +8,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
+use waitstate_core::adapter::poll_recording_panic;
 use waitstate_core::tagger::Admission;
 use waitstate_core::tagger::current::{self, Scoped};
 use waitstate_core::{Ending, Permit, Reason, Rejection, WaitForSlot};
@@ -229,17 +229,7 @@ where
                 }
                 // A panic in the inner service is recorded as one (not as a success, nor as
                 // the client going away), then goes on unwinding.
-                let polled = panic::catch_unwind(AssertUnwindSafe(|| future.poll(cx)));
-                let result = match polled {
-                    Ok(Poll::Ready(result)) => result,
-                    Ok(Poll::Pending) => return Poll::Pending,
-                    Err(payload) => {
-                        if let Some(mut permit) = permit.take() {
-                            permit.set_ending(Ending::Panicked);
-                        }
-                        panic::resume_unwind(payload)
-                    }
-                };
+                let result = ready!(poll_recording_panic(permit.as_mut(), || future.poll(cx)));
                 let Some(mut permit) = permit.take() else {
                     return Poll::Ready(result.map(|r| r.map(|b| ResponseBody::inner(b, None))));
                 };

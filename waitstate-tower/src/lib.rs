@@ -3,7 +3,7 @@
 //! WaitState for any tower stack (hyper, axum, tonic): [`GateLayer`] gates each request on
 //! the backend's health. A [`Tagger`] picks the request's tag and weight, the engine
 //! decides, a rejection becomes a prioritized 429 (or a gRPC status), and the response's
-//! latency (to the end of its body) and outcome flow back to the engine as health
+//! latency (to its head, by default) and outcome flow back to the engine as health
 //! telemetry for the reflex rules.
 //!
 //! ```

@@ -134,6 +134,18 @@ impl Engine {
         refuse(slot, reason, retry_after.unwrap_or(self.retry_after), quota)
     }
 
+    /// Record a request that ended elsewhere, measured by someone else (a sidecar's client
+    /// that reports its own latency): its latency and ending count for its tag as any
+    /// finished request's, with no admission, no check and no slot. It teaches adaptive
+    /// admission nothing (the engine did not hold its slot). `demand.weight` is ignored;
+    /// `demand.declared_only` applies.
+    pub fn record(&self, demand: &Demand<'_>, latency: Duration, ending: crate::Ending) {
+        let us = latency.as_micros().min(u128::from(u64::MAX)) as u64;
+        self.with_entry(demand.tag, demand.declared_only, |entry| {
+            entry.slot.record_end(us, ending);
+        });
+    }
+
     /// Reject a request of `tag` for a reason decided outside the policy (the runtime's
     /// safe mode), counting it like any rejection.
     #[cfg(feature = "control-plane")]

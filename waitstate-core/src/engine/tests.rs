@@ -671,3 +671,42 @@ fn the_admitted_weight_sum_cannot_wrap() {
     // Each huge weight counts as at most a billion units; nothing wrapped to a small sum.
     assert!(c.admitted_weight >= 2e9, "{}", c.admitted_weight);
 }
+
+#[test]
+fn a_request_measured_elsewhere_is_recorded_without_an_admission() {
+    let e = tiers();
+    e.record(
+        &Demand::new("free"),
+        Duration::from_millis(900),
+        crate::Ending::Error,
+    );
+    e.record(
+        &Demand::new("free"),
+        Duration::from_millis(100),
+        crate::Ending::Success,
+    );
+    let c = e.counters("free").unwrap();
+    assert_eq!(
+        (c.admitted, c.completed, c.errors, c.in_flight),
+        (0, 2, 1, 0)
+    );
+    assert_eq!(c.latency.count(), 2);
+    // Blocked tags still get their reports (nothing is admitted).
+    let mut p = Policy::default();
+    p.tag_max_weights.insert("free".into(), 0.0);
+    e.set_remote_policy(Some(p)).unwrap();
+    e.record(
+        &Demand::new("free"),
+        Duration::from_millis(5),
+        crate::Ending::Success,
+    );
+    assert_eq!(e.counters("free").unwrap().completed, 3);
+    // A client's undeclared tag counts as the default one.
+    e.record(
+        &Demand::new("made-up").declared_only(true),
+        Duration::from_millis(5),
+        crate::Ending::Success,
+    );
+    assert!(e.counters("made-up").is_none());
+    assert_eq!(e.counters(DEFAULT_TAG).unwrap().completed, 1);
+}

@@ -227,6 +227,13 @@ impl WaitState {
         self.inner.engine.admission()
     }
 
+    /// Record a request that ended elsewhere with the latency and ending its client
+    /// measured (see [`Engine::record`]): no admission, no slot. For sidecars and agents
+    /// whose clients report what they measured.
+    pub fn record(&self, demand: &Demand<'_>, latency: Duration, ending: crate::Ending) {
+        self.inner.engine.record(demand, latency, ending);
+    }
+
     /// Feed a custom metric that rules can name, for a tag or the whole service.
     ///
     /// # Errors
