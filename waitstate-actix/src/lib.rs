@@ -93,8 +93,12 @@
 //!
 //! ## Features
 //!
-//! None: the crate needs actix-web without its default features and `waitstate-core`
-//! with its `runtime`.
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `control-plane` | no | `waitstate-core`'s control-plane client (reqwest, rustls, ring): a `[control_plane]` table or `Builder::control_plane` joins this instance to a fleet. Without it a configured control plane is a [`ConfigError`](waitstate_core::ConfigError) when the [`WaitState`] is built |
+//!
+//! The crate needs actix-web without its default features and `waitstate-core` with its
+//! `runtime`.
 
 mod body;
 mod classify;
@@ -126,3 +130,8 @@ pub use waitstate_core::{Reason, Rejection, Tag, WaitState};
 #[cfg(doctest)]
 #[doc = include_str!("../README-section.md")]
 struct ReadmeSection;
+
+/// The README (the registry page): its example runs with `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -87,3 +87,8 @@ impl Agent {
         routes::router(self.clone())
     }
 }
+
+/// The README (the registry page): its example runs with `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

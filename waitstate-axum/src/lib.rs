@@ -109,6 +109,12 @@
 //! tower, axum and actix-web. **A tag read from a client-supplied header is whatever the
 //! client sent**: trust it only when a layer in front sets or strips it (see
 //! [`waitstate_core::tagger`]).
+//!
+//! ## Features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `control-plane` | no | `waitstate-core`'s control-plane client (reqwest, rustls, ring): a `[control_plane]` table or `Builder::control_plane` joins this instance to a fleet. Without it a configured control plane is a [`ConfigError`](waitstate_core::ConfigError) when the [`WaitState`] is built |
 
 mod extract;
 mod response;
@@ -129,3 +135,8 @@ pub use waitstate_tower::{
 #[cfg(doctest)]
 #[doc = include_str!("../README-section.md")]
 struct ReadmeSection;
+
+/// The README (the registry page): its example runs with `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -88,3 +88,8 @@ pub use runtime::{Builder, Entry, Permit, WaitForSlot, WaitState};
 #[cfg(feature = "control-plane")]
 #[cfg_attr(docsrs, doc(cfg(feature = "control-plane")))]
 pub use runtime::{ControlStatus, wire};
+
+/// The README (the registry page): its example runs with `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -64,14 +64,27 @@
 //! serves tower, axum and actix-web. **A tag read from a client-supplied header is whatever
 //! the client sent**: trust it only when a layer in front sets or strips it (see
 //! [`waitstate_core::tagger`]).
+//!
+//! ## Features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `control-plane` | no | `waitstate-core`'s control-plane client (reqwest, rustls, ring): a `[control_plane]` table or `Builder::control_plane` joins this instance to a fleet. Without it a configured control plane is a [`ConfigError`](waitstate_core::ConfigError) when the [`WaitState`] is built |
+//! | `axum` | no | axum's `MatchedPath` as the request's route, `ConnectInfo` as its peer address (`waitstate-axum` turns it on) |
+//! | `tonic` | no | `GateInterceptor`, a tonic interceptor; the peer address from tonic's `TcpConnectInfo` |
+//! | `client` | no | the `client` module: `ClientLayer` and `RetryPolicy` carry the tag downstream, honour pushback, throttle adaptively, retry within a budget |
+//! | `reqwest` | no | `ClientMiddleware` for `reqwest-middleware` (implies `client`) |
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod body;
 mod classify;
 #[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub mod client;
 mod future;
 mod identity;
 #[cfg(feature = "tonic")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
 pub mod interceptor;
 mod layer;
 mod rejection;
@@ -83,6 +96,7 @@ pub use classify::{Classify, DefaultClassifier, Outcome};
 pub use future::{DRY_RUN_HEADER, ResponseFuture};
 pub use identity::{ClaimTagger, ExtensionTagger, HttpExtensions, PeerAddr, extension};
 #[cfg(feature = "tonic")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
 pub use interceptor::{GateInterceptor, InterceptedPermit};
 pub use layer::GateLayer;
 pub use rejection::{DefaultRejection, MakeRejection, RejectionContext, grpc_response};
@@ -93,3 +107,8 @@ pub use waitstate_core::tagger::{
     PathTagger, PeerCohort, RequestView, TAG_HEADER, Tagger, Tagging, cohort_of,
 };
 pub use waitstate_core::{Reason, Rejection, Tag, WaitState};
+
+/// The README (the registry page): its example runs with `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

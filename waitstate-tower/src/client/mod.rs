@@ -83,6 +83,7 @@ use waitstate_core::tagger::Admission;
 pub use body::ClientBody;
 pub use future::ResponseFuture;
 #[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub use middleware::ClientMiddleware;
 pub use retry::RetryPolicy;
 
