@@ -102,7 +102,7 @@ impl FleetScenario {
         }
     }
 
-    fn total_s(&self) -> u64 {
+    pub(crate) fn total_s(&self) -> u64 {
         self.calm_s + self.incident_s + self.after_s
     }
 
@@ -263,6 +263,12 @@ pub(crate) async fn run(
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         control_addr = Some(listener.local_addr()?);
         control = Some(start_control(listener).await?);
+        if let Some(addr) = control_addr {
+            crate::progress::note(&format!(
+                "{} / fleet: the control plane's dashboard is at http://{addr}/",
+                scenario.name
+            ));
+        }
     }
     let mut engines = Vec::new();
     let mut servers = Vec::new();

@@ -26,6 +26,7 @@
 mod args;
 mod fleet;
 mod plot;
+mod progress;
 mod report;
 mod service;
 mod soak;
@@ -519,9 +520,12 @@ async fn run_fleet(
     );
     let mut results = Vec::new();
     for way in &ways {
-        eprint!("{} / {}: ", scenario.name, way.name());
-        let r = fleet::run(&scenario, *way, &args.config).await?;
-        eprintln!(" done");
+        let r = progress::run(
+            &format!("{} / {}", scenario.name, way.name()),
+            Duration::from_secs(scenario.total_s()),
+            fleet::run(&scenario, *way, &args.config),
+        )
+        .await?;
         let (f, each) = fleet::figures(&scenario, &r);
         results.push((*way, r, f, each));
     }
@@ -634,7 +638,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json_path)?)?;
             serde_json::from_value::<Vec<soak::Sample>>(v["samples"].clone())?
         } else {
-            let v = soak::run(args.soak_secs, &args.config).await?;
+            let v = progress::run(
+                "soak",
+                Duration::from_secs(args.soak_secs),
+                soak::run(args.soak_secs, &args.config),
+            )
+            .await?;
             println!("{}", soak::report(&v));
             std::fs::write(&json_path, serde_json::to_string_pretty(&v)?)?;
             v.samples
@@ -711,9 +720,12 @@ async fn run_scenario(
     );
     let mut results = Vec::new();
     for way in ways {
-        eprint!("{} / {}: ", scenario.name, way.name());
-        let r = run(scenario, *way, &args.config).await?;
-        eprintln!(" done");
+        let r = progress::run(
+            &format!("{} / {}", scenario.name, way.name()),
+            Duration::from_secs(scenario.total_s()),
+            run(scenario, *way, &args.config),
+        )
+        .await?;
         let f = stats::figures(
             &r.timeline,
             &r.gauges,
