@@ -12,6 +12,7 @@ use crate::{CONTENT_TYPE, Exporter};
 /// The route is open to anyone who reaches it: mount it on an internal listener, or behind
 /// the service's own authentication, if tag names or rules are not for everyone's eyes.
 #[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub fn axum_route<S>(ws: &WaitState) -> axum::routing::MethodRouter<S>
 where
     S: Clone + Send + Sync + 'static,
@@ -28,6 +29,7 @@ where
 ///
 /// The same caution as [`axum_route`](crate#the-metrics): anyone who reaches it reads it.
 #[cfg(feature = "actix-web")]
+#[cfg_attr(docsrs, doc(cfg(feature = "actix-web")))]
 pub fn actix_resource(path: &str, ws: &WaitState) -> actix_web::Resource {
     let exporter = Exporter::new(ws);
     actix_web::web::resource(path).route(actix_web::web::get().to(move || {

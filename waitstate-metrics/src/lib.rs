@@ -181,3 +181,8 @@ impl Exporter {
 
 #[cfg(test)]
 mod tests;
+
+/// The README (the registry page): its example runs with `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
