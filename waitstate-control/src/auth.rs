@@ -93,6 +93,8 @@ pub(crate) struct SignedPulse {
     pub(crate) org: String,
     /// The pulse.
     pub(crate) body: PulseBody,
+    /// Its MAC (the decoded signature).
+    pub(crate) mac: [u8; 32],
 }
 
 impl SignedPulse {
@@ -134,6 +136,7 @@ impl SignedPulse {
         Ok(Self {
             org: key.org_id.clone(),
             body: pulse,
+            mac,
         })
     }
 }
@@ -143,7 +146,12 @@ impl FromRequest<AppState> for SignedPulse {
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let (headers, body) = headers_and_body(req, state).await?;
-        Ok(Self::check(state, &headers, &body)?)
+        let pulse = Self::check(state, &headers, &body)?;
+        // With replicas: a pulse another replica took is a replay too.
+        if state.first_sight_shared(&pulse.mac).await == Some(false) {
+            return Err(Refusal::Replay.into());
+        }
+        Ok(pulse)
     }
 }
 

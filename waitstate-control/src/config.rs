@@ -119,6 +119,26 @@ pub struct ServerConfig {
     /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert`.
     #[serde(default)]
     pub tls_key: Option<PathBuf>,
+    /// Keep the fleet state in Redis (`redis://host:port/db`, `rediss://` for TLS,
+    /// `redis+unix:///path`), so that any number of replicas see one fleet and a restart
+    /// loses nothing. Needs the `redis` feature. Default: in memory (one replica).
+    #[serde(default)]
+    pub redis_url: Option<String>,
+    /// The prefix of every Redis key (default `waitstate`): two deployments may share one
+    /// Redis with two prefixes.
+    #[serde(default = "default_redis_prefix")]
+    pub redis_prefix: String,
+    /// Fleet-rule windows (ticks) kept in Redis, so that a replica that takes over, or a
+    /// restarted one, replays them and resumes every rule where it was (default 600).
+    #[serde(default = "default_redis_history")]
+    pub redis_history: usize,
+}
+
+fn default_redis_prefix() -> String {
+    "waitstate".into()
+}
+fn default_redis_history() -> usize {
+    600
 }
 
 fn default_listen() -> String {
@@ -181,6 +201,9 @@ impl Default for ServerConfig {
             metrics_token: None,
             tls_cert: None,
             tls_key: None,
+            redis_url: None,
+            redis_prefix: default_redis_prefix(),
+            redis_history: default_redis_history(),
         }
     }
 }
@@ -243,6 +266,10 @@ impl fmt::Debug for ControlConfig {
         }
         if server.metrics_token.is_some() {
             server.metrics_token = Some("[REDACTED]".into());
+        }
+        if server.redis_url.is_some() {
+            // It may hold a password.
+            server.redis_url = Some("[REDACTED]".into());
         }
         f.debug_struct("ControlConfig")
             .field("server", &server)
@@ -388,6 +415,42 @@ impl ControlConfig {
             return Err(err(
                 "server.jwt_secret".into(),
                 "must be at least 32 characters",
+            ));
+        }
+        if let Some(url) = &self.server.redis_url {
+            let scheme_ok = ["redis://", "rediss://", "redis+unix://", "unix://"]
+                .iter()
+                .any(|p| url.starts_with(p));
+            if !scheme_ok {
+                return Err(err(
+                    "server.redis_url".into(),
+                    "must be a redis://, rediss:// or redis+unix:// URL",
+                ));
+            }
+            if !cfg!(feature = "redis") {
+                return Err(err(
+                    "server.redis_url".into(),
+                    "this waitstate-control was built without the `redis` feature \
+                     (cargo build -p waitstate-control --features redis)",
+                ));
+            }
+        }
+        let prefix = &self.server.redis_prefix;
+        if prefix.is_empty()
+            || prefix.len() > 64
+            || !prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        {
+            return Err(err(
+                "server.redis_prefix".into(),
+                "must be 1 to 64 of [A-Za-z0-9_.-]",
+            ));
+        }
+        if !(10..=100_000).contains(&self.server.redis_history) {
+            return Err(err(
+                "server.redis_history".into(),
+                "must be between 10 and 100000",
             ));
         }
         if self.keys.is_empty() {

@@ -27,7 +27,7 @@ const MAX_CUSTOM_PER_TAG: usize = 64;
 /// fleet comes near it). The reflex adds windows with plain sums (`TagCounters::merge`,
 /// `Aggregate::merge` in waitstate-core), so counts that saturated at `u64::MAX` here are
 /// capped before they reach it; 65 536 windows of the cap still fit in a `u64`.
-const RULE_FEED_CAP: u64 = 1 << 48;
+pub(crate) const RULE_FEED_CAP: u64 = 1 << 48;
 
 /// Why a pulse was refused: nothing of it was stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,7 +68,7 @@ fn add_counts(sums: &mut BTreeMap<String, u64>, counts: &BTreeMap<String, u64>) 
 /// `*sum += n`, saturating at `u64::MAX`. Every count here comes from the network: a
 /// hostile pulse can send `u64::MAX`, and a plain `+=` would wrap in a release build and
 /// panic in a debug one (issue 15, item 8).
-fn add_to(sum: &mut u64, n: u64) {
+pub(crate) fn add_to(sum: &mut u64, n: u64) {
     *sum = sum.saturating_add(n);
 }
 
@@ -84,7 +84,7 @@ fn offered(c: &TagCounters) -> u64 {
 
 /// `into += from`, field by field, saturating: [`TagCounters::merge`] with no overflow on
 /// hostile counts. Weights and latency sums are floats or already bounded.
-fn merge_counters(into: &mut TagCounters, from: &TagCounters) {
+pub(crate) fn merge_counters(into: &mut TagCounters, from: &TagCounters) {
     add_to(&mut into.admitted, from.admitted);
     into.admitted_weight = (into.admitted_weight + from.admitted_weight).min(f64::MAX);
     for (a, b) in into.rejected.iter_mut().zip(&from.rejected) {
@@ -112,6 +112,13 @@ fn for_rules(c: &TagCounters) -> TagCounters {
     out.latency_sum_us = cap(c.latency_sum_us);
     out.in_flight = cap(c.in_flight);
     out
+}
+
+/// [`for_rules`], with the in-flight gauge of the live instances (capped alike).
+pub(crate) fn for_rules_now(c: &TagCounters, in_flight: Option<&u64>) -> TagCounters {
+    let mut c = for_rules(c);
+    c.in_flight = in_flight.copied().unwrap_or(0).min(RULE_FEED_CAP);
+    c
 }
 
 /// `sums[tag] -= n` for every entry of `counts`; entries that reach 0 are removed.
@@ -164,6 +171,25 @@ pub struct ShardView {
     pub tags: BTreeMap<String, TagCounters>,
 }
 
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+impl ShardView {
+    pub(crate) fn new(
+        instances: usize,
+        pulses: u64,
+        policy: Policy,
+        rules: Vec<RuleStatus>,
+        tags: BTreeMap<String, TagCounters>,
+    ) -> Self {
+        Self {
+            instances,
+            pulses,
+            policy,
+            rules,
+            tags,
+        }
+    }
+}
+
 impl Shard {
     fn new(engine: &Config, stats: Arc<ShardStats>) -> Result<Self, IngestError> {
         // The configuration was validated at startup, so this does not fail.
@@ -202,12 +228,12 @@ pub(crate) struct Fleets {
 }
 
 /// One tag's delta, decoded and checked.
-struct Delta {
-    tag: String,
-    counters: TagCounters,
-    in_flight: u64,
-    offered: u64,
-    custom: Vec<(String, Aggregate)>,
+pub(crate) struct Delta {
+    pub(crate) tag: String,
+    pub(crate) counters: TagCounters,
+    pub(crate) in_flight: u64,
+    pub(crate) offered: u64,
+    pub(crate) custom: Vec<(String, Aggregate)>,
 }
 
 fn finite(x: f64) -> bool {
@@ -291,6 +317,51 @@ fn decode(m: &TagMetric) -> Result<Delta, IngestError> {
     })
 }
 
+/// A pulse checked and decoded: what [`Fleets::ingest`] (or the Redis store) merges.
+pub(crate) struct Checked {
+    /// The shard (`""` without a `siteId`).
+    pub(crate) site: String,
+    /// Every tag's delta, in the pulse's order.
+    pub(crate) deltas: Vec<Delta>,
+    /// Sent by a v1 SDK (no exact counts).
+    pub(crate) v1: bool,
+    /// One window only: it may drive the rules.
+    pub(crate) fresh: bool,
+    /// A v1 SDK's error count for the whole service (counted under the default tag).
+    pub(crate) v1_errors: u64,
+}
+
+/// Check and decode a pulse; nothing of a refused pulse is kept.
+pub(crate) fn check(body: &PulseBody) -> Result<Checked, IngestError> {
+    if names::shard_name_problem(&body.instance_id).is_some() {
+        return Err(IngestError::Malformed("instanceId"));
+    }
+    let site = body.site_id.clone().unwrap_or_default();
+    if body.site_id.is_some() && names::shard_name_problem(&site).is_some() {
+        return Err(IngestError::Malformed("siteId"));
+    }
+    if body.tag_metrics.len() > MAX_TAG_METRICS {
+        return Err(IngestError::Malformed("tagMetrics: too many"));
+    }
+    if !finite(body.metrics.errors) || !finite(body.metrics.latency) {
+        return Err(IngestError::Malformed("metrics"));
+    }
+    let deltas = body
+        .tag_metrics
+        .iter()
+        .map(decode)
+        .collect::<Result<Vec<_>, _>>()?;
+    let v1 = body.tag_metrics.iter().all(|m| m.admitted.is_none());
+    Ok(Checked {
+        site,
+        deltas,
+        v1,
+        fresh: body.windows.unwrap_or(1) <= 1,
+        // A float: `as` saturates.
+        v1_errors: if v1 { body.metrics.errors as u64 } else { 0 },
+    })
+}
+
 impl Fleets {
     /// Merge one pulse into its shard. Everything is checked before anything is stored.
     pub(crate) fn ingest(
@@ -301,25 +372,13 @@ impl Fleets {
         server: &ServerConfig,
         engine: &Config,
     ) -> Result<(), IngestError> {
-        if names::shard_name_problem(&body.instance_id).is_some() {
-            return Err(IngestError::Malformed("instanceId"));
-        }
-        let site = body.site_id.clone().unwrap_or_default();
-        if body.site_id.is_some() && names::shard_name_problem(&site).is_some() {
-            return Err(IngestError::Malformed("siteId"));
-        }
-        if body.tag_metrics.len() > MAX_TAG_METRICS {
-            return Err(IngestError::Malformed("tagMetrics: too many"));
-        }
-        if !finite(body.metrics.errors) || !finite(body.metrics.latency) {
-            return Err(IngestError::Malformed("metrics"));
-        }
-        let deltas = body
-            .tag_metrics
-            .iter()
-            .map(decode)
-            .collect::<Result<Vec<_>, _>>()?;
-
+        let Checked {
+            site,
+            deltas,
+            v1,
+            fresh,
+            v1_errors,
+        } = check(body)?;
         let shards = self.orgs.entry(org.to_owned()).or_default();
         if !shards.contains_key(&site) && shards.len() >= server.max_sites {
             return Err(IngestError::Full("sites"));
@@ -339,8 +398,6 @@ impl Fleets {
                 return Err(IngestError::Full("instances"));
             }
         }
-        let v1 = body.tag_metrics.iter().all(|m| m.admitted.is_none());
-        let fresh = body.windows.unwrap_or(1) <= 1;
         let mut demand = BTreeMap::new();
         let mut in_flight = BTreeMap::new();
         for d in deltas {
@@ -365,9 +422,9 @@ impl Fleets {
             add_to(demand.entry(tag.clone()).or_insert(0), d.offered);
             add_to(in_flight.entry(tag).or_insert(0), d.in_flight);
         }
-        if v1 && body.metrics.errors > 0.0 {
-            // v1 sends errors for the whole service only (a float: `as` saturates).
-            let errors = body.metrics.errors as u64;
+        if v1 && v1_errors > 0 {
+            // v1 sends errors for the whole service only.
+            let errors = v1_errors;
             add_to(
                 &mut shard
                     .cumulative
@@ -446,12 +503,7 @@ impl Fleets {
                 .fresh
                 .iter()
                 .map(|(tag, c)| {
-                    let mut c = for_rules(c);
-                    c.in_flight = gauge
-                        .get(tag.as_str())
-                        .copied()
-                        .unwrap_or(0)
-                        .min(RULE_FEED_CAP);
+                    let c = for_rules_now(c, gauge.get(tag.as_str()));
                     TagReading::new(tag.clone(), engine.priority_of(tag), c)
                 })
                 .collect();
@@ -487,15 +539,46 @@ fn expire(shard: &mut Shard, now: Instant, ttl: Duration) {
     });
 }
 
+/// What an answer is made of: a shard held here (in memory), or a fleet state read from
+/// Redis (`crate::store`).
+pub(crate) trait FleetAnswer {
+    /// The fleet policy the rules produced.
+    fn enforce(&self) -> &Policy;
+    /// Every tag the fleet has reported.
+    fn known_tags(&self) -> Vec<&str>;
+    /// An instance's share of a fleet-wide `budget` for `tag`.
+    fn share(&self, instance: Option<&str>, tag: &str, budget: f64) -> f64;
+    /// Whether an enforced rule is active.
+    fn degraded(&self) -> bool;
+}
+
+impl FleetAnswer for Shard {
+    fn enforce(&self) -> &Policy {
+        &self.enforce
+    }
+
+    fn known_tags(&self) -> Vec<&str> {
+        self.cumulative.keys().map(String::as_str).collect()
+    }
+
+    fn share(&self, instance: Option<&str>, tag: &str, budget: f64) -> f64 {
+        split(Some(self), instance, tag, budget)
+    }
+
+    fn degraded(&self) -> bool {
+        self.status.iter().any(|r| r.is_active() && !r.dry_run)
+    }
+}
+
 /// The policy one instance gets: the fleet policy in v1 terms first (so v1 SDKs obey it),
 /// then our extensions, with the rate budgets split by recent demand.
-pub(crate) fn answer(
-    shard: Option<&Shard>,
+pub(crate) fn answer<F: FleetAnswer + ?Sized>(
+    shard: Option<&F>,
     instance: Option<&str>,
     server: &ServerConfig,
     engine: &Config,
 ) -> Policy {
-    let mut p = shard.map(|s| s.enforce.clone()).unwrap_or_default();
+    let mut p = shard.map(|s| s.enforce().clone()).unwrap_or_default();
     // `shed`: the priority floor, as v1 blocks of every known tag below it.
     if let Some(floor) = p.priority_floor {
         let mut below: Vec<&str> = engine
@@ -504,14 +587,8 @@ pub(crate) fn answer(
             .filter(|(_, prio)| **prio < floor)
             .map(|(t, _)| t.as_str())
             .collect();
-        if let Some(s) = shard {
-            below.extend(
-                s.cumulative
-                    .keys()
-                    .map(String::as_str)
-                    .filter(|t| engine.priority_of(t) < floor),
-            );
-        }
+        let known = shard.map(|s| s.known_tags()).unwrap_or_default();
+        below.extend(known.into_iter().filter(|t| engine.priority_of(t) < floor));
         if engine.default_priority < floor {
             below.push(DEFAULT_TAG);
         }
@@ -531,11 +608,14 @@ pub(crate) fn answer(
     }
     // Fleet-wide budgets: this instance's share of recent demand.
     for (tag, budget) in p.tag_rate_limits.iter_mut() {
-        *budget = split(shard, instance, tag, *budget);
+        *budget = match shard {
+            Some(s) => s.share(instance, tag, *budget),
+            None => *budget,
+        };
     }
     p.lease_duration_seconds = Some(server.lease.as_secs().max(1));
     p.pulse_interval = u64::try_from(server.pulse_interval.as_millis()).unwrap_or(u64::MAX);
-    let active = shard.is_some_and(|s| s.status.iter().any(|r| r.is_active() && !r.dry_run));
+    let active = shard.is_some_and(FleetAnswer::degraded);
     p.status = Some(if active { "degraded" } else { "ok" }.to_owned());
     p
 }

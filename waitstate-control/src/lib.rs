@@ -34,6 +34,7 @@
 
 mod auth;
 mod config;
+mod dashboard;
 mod fleet;
 mod jwt;
 mod metrics;
@@ -42,6 +43,7 @@ mod replay;
 mod routes;
 mod server;
 mod state;
+mod store;
 
 pub use config::{ConfigFileError, ControlConfig, KeyConfig, ServerConfig};
 pub use fleet::ShardView;

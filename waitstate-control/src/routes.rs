@@ -26,6 +26,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/pulse", post(pulse))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .merge(crate::dashboard::routes(&state))
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::map_response_with_state(
             state.clone(),
@@ -62,7 +63,7 @@ async fn policy(
 
 /// `POST /v1/pulse`.
 async fn pulse(State(state): State<AppState>, pulse: SignedPulse) -> Response {
-    match state.ingest(&pulse.org, &pulse.body) {
+    match state.take_pulse(&pulse.org, &pulse.body).await {
         Ok(policy) => {
             state.counters().pulse();
             json_ok(&policy)

@@ -49,7 +49,7 @@ pub struct ControlServer {
     state: AppState,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<io::Result<()>>>,
-    ticker: JoinHandle<()>,
+    ticker: Option<JoinHandle<()>>,
 }
 
 impl ControlServer {
@@ -61,7 +61,7 @@ impl ControlServer {
     pub async fn bind(config: ControlConfig) -> io::Result<Self> {
         let tls = tls_acceptor(&config.server)?;
         let listener = TcpListener::bind(&config.server.listen).await?;
-        Ok(Self::start(listener, AppState::new(config)?, tls))
+        Ok(Self::start(listener, AppState::connect(config).await?, tls))
     }
 
     /// Serve `state` on a bound listener (tests bind `127.0.0.1:0`), with TLS when the
@@ -90,6 +90,20 @@ impl ControlServer {
         }
     }
 
+    /// Serve `state` without the background tick: the caller closes the fleet windows
+    /// with [`AppState::step`] (tests that inject the wall clock and step it).
+    ///
+    /// # Errors
+    /// As [`ControlServer::try_serve`].
+    pub fn serve_without_ticks(listener: TcpListener, state: AppState) -> io::Result<Self> {
+        let tls = tls_acceptor(&state.config().server)?;
+        let mut server = Self::start(listener, state, tls);
+        if let Some(t) = server.ticker.take() {
+            t.abort();
+        }
+        Ok(server)
+    }
+
     fn start(listener: TcpListener, state: AppState, tls: Option<TlsAcceptor>) -> Self {
         Self::start_with(listener, state, tls, true)
     }
@@ -113,7 +127,7 @@ impl ControlServer {
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 every.tick().await;
-                ticking.tick();
+                ticking.step().await;
             }
         });
         let config = state.config();
@@ -131,7 +145,7 @@ impl ControlServer {
             state,
             stop: Some(tx),
             server,
-            ticker,
+            ticker: Some(ticker),
         }
     }
 
@@ -160,7 +174,10 @@ impl ControlServer {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        self.ticker.abort();
+        if let Some(t) = self.ticker.take() {
+            t.abort();
+        }
+        self.state.release().await;
         match self.server.take() {
             Some(task) => task.await.unwrap_or(Ok(())),
             None => Ok(()),
@@ -170,7 +187,9 @@ impl ControlServer {
 
 impl Drop for ControlServer {
     fn drop(&mut self) {
-        self.ticker.abort();
+        if let Some(t) = self.ticker.take() {
+            t.abort();
+        }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

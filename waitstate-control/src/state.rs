@@ -5,6 +5,7 @@ use std::fmt;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use arc_swap::ArcSwap;
 use tokio::time::Instant;
 use waitstate_core::Policy;
 use waitstate_core::wire::TokenResponse;
@@ -20,7 +21,15 @@ type WallClock = Box<dyn Fn() -> u64 + Send + Sync>;
 
 struct Shared {
     config: ControlConfig,
-    jwt_key: Vec<u8>,
+    /// Signs tokens: `jwt_secret`, or random; with Redis, the key every replica shares
+    /// (read at start, or at the first tick Redis answers).
+    jwt_key: ArcSwap<Vec<u8>>,
+    /// With Redis: whether `jwt_key` is the shared one yet.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    key_shared: std::sync::atomic::AtomicBool,
+    /// The fleet state in Redis (`[server] redis_url`); `None`: in memory (`fleets`).
+    #[cfg(feature = "redis")]
+    redis: Option<crate::store::RedisStore>,
     fleets: Mutex<Fleets>,
     /// What `/metrics` shows of the fleets, read without their lock.
     fleet_stats: Arc<FleetStats>,
@@ -84,10 +93,23 @@ impl AppState {
             }
         };
         let fleets = Fleets::default();
+        let key_shared = config.server.jwt_secret.is_some() || config.server.redis_url.is_none();
+        #[cfg(feature = "redis")]
+        let redis = match &config.server.redis_url {
+            Some(url) => Some(
+                crate::store::RedisStore::new(url, Arc::new(config.clone())).map_err(|e| {
+                    io::Error::new(io::ErrorKind::InvalidInput, format!("redis_url: {e}"))
+                })?,
+            ),
+            None => None,
+        };
         Ok(Self {
             shared: Arc::new(Shared {
                 config,
-                jwt_key,
+                jwt_key: ArcSwap::from_pointee(jwt_key),
+                key_shared: std::sync::atomic::AtomicBool::new(key_shared),
+                #[cfg(feature = "redis")]
+                redis,
                 fleet_stats: fleets.stats(),
                 fleets: Mutex::new(fleets),
                 origin: Instant::now(),
@@ -96,6 +118,79 @@ impl AppState {
                 counters: Counters::default(),
             }),
         })
+    }
+
+    /// State for a configuration, and, with Redis, the token key every replica shares (when
+    /// Redis does not answer yet, it is read at the first tick it does).
+    ///
+    /// # Errors
+    /// As [`AppState::new`]; with Redis, a `redis_url` that cannot be used.
+    pub async fn connect(config: ControlConfig) -> io::Result<Self> {
+        let state = Self::new(config)?;
+        state.share_key().await;
+        Ok(state)
+    }
+
+    /// [`AppState::connect`] with an injected wall clock (epoch milliseconds): with Redis,
+    /// the fleet's windows, instance ageing and demand all run on it, so tests step it and
+    /// call [`AppState::step`].
+    ///
+    /// # Errors
+    /// As [`AppState::connect`].
+    pub async fn connect_with_wall_clock(
+        config: ControlConfig,
+        wall: Box<dyn Fn() -> u64 + Send + Sync>,
+    ) -> io::Result<Self> {
+        let state = Self::with_wall_clock(config, wall)?;
+        state.share_key().await;
+        Ok(state)
+    }
+
+    /// With Redis and no `jwt_secret`: take the shared token key, once.
+    async fn share_key(&self) {
+        #[cfg(feature = "redis")]
+        if let Some(store) = &self.shared.redis {
+            use std::sync::atomic::Ordering::Relaxed;
+            if self.shared.key_shared.load(Relaxed) {
+                return;
+            }
+            if let Ok(key) = store.shared_key().await {
+                self.shared.jwt_key.store(Arc::new(key));
+                self.shared.key_shared.store(true, Relaxed);
+            }
+        }
+    }
+
+    /// One fleet window: the server calls it every `tick`. In memory, [`AppState::tick`];
+    /// with Redis, read the fleet state, bring this replica's rules up to it, and, on the
+    /// replica that holds the evaluator's lease, close the window and publish.
+    pub async fn step(&self) {
+        #[cfg(feature = "redis")]
+        if let Some(store) = &self.shared.redis {
+            self.share_key().await;
+            store.tick(self.wall_ms(), &self.shared.fleet_stats).await;
+            return;
+        }
+        self.tick();
+    }
+
+    /// With Redis: give the evaluator's lease up, so another replica takes over at once
+    /// (a graceful shutdown does it).
+    pub async fn release(&self) {
+        #[cfg(feature = "redis")]
+        if let Some(store) = &self.shared.redis {
+            store.release().await;
+        }
+    }
+
+    /// With Redis: whether it answered the last call, and whether this replica evaluates
+    /// the fleet rules. `None` in memory.
+    pub fn store_health(&self) -> Option<(bool, bool)> {
+        #[cfg(feature = "redis")]
+        if let Some(store) = &self.shared.redis {
+            return Some((store.health().is_up(), store.health().is_leader()));
+        }
+        None
     }
 
     /// The configuration.
@@ -115,14 +210,23 @@ impl AppState {
         );
     }
 
-    /// A fleet's state (`site` is `""` for pulses without a `siteId`).
+    /// A fleet's state (`site` is `""` for pulses without a `siteId`). With Redis, as this
+    /// replica last read it.
     pub fn shard(&self, org: &str, site: &str) -> Option<ShardView> {
+        #[cfg(feature = "redis")]
+        if let Some(store) = &self.shared.redis {
+            return store.shard(org, site);
+        }
         lock(&self.shared.fleets).shard(org, site).map(|s| s.view())
     }
 
     /// The policy an instance would get now.
     pub fn answer_for(&self, org: &str, site: &str, instance: Option<&str>) -> Policy {
         let s = &*self.shared;
+        #[cfg(feature = "redis")]
+        if let Some(store) = &s.redis {
+            return store.answer_for(org, site, instance);
+        }
         let fleets = lock(&s.fleets);
         fleet::answer(
             fleets.shard(org, site),
@@ -130,6 +234,31 @@ impl AppState {
             &s.config.server,
             &s.config.engine,
         )
+    }
+
+    /// Take a pulse: merged into its fleet (in memory, or written to Redis), answered with
+    /// the instance's policy; nothing is stored when it is refused.
+    pub(crate) async fn take_pulse(
+        &self,
+        org: &str,
+        pulse: &waitstate_core::wire::PulseBody,
+    ) -> Result<Policy, IngestError> {
+        #[cfg(feature = "redis")]
+        if let Some(store) = &self.shared.redis {
+            return store.ingest(org, pulse, self.wall_ms()).await;
+        }
+        self.ingest(org, pulse)
+    }
+
+    /// With Redis: whether no replica has seen this pulse MAC (`None`: Redis cannot tell,
+    /// or there is no Redis; this replica's own cache has already said yes).
+    pub(crate) async fn first_sight_shared(&self, mac: &[u8; 32]) -> Option<bool> {
+        #[cfg(feature = "redis")]
+        if let Some(store) = &self.shared.redis {
+            return store.first_sight(mac).await;
+        }
+        let _ = mac;
+        None
     }
 
     /// Merge a pulse into its fleet and answer it with the instance's policy; nothing is
@@ -162,19 +291,25 @@ impl AppState {
             iat: now,
             exp,
         };
-        let token = jwt::sign(&self.shared.jwt_key, &claims);
+        let token = jwt::sign(&self.shared.jwt_key.load(), &claims);
         self.shared.counters.token();
         TokenResponse::new(token, exp.saturating_mul(1000), org_id)
     }
 
     /// The claims of a bearer token this control plane signed, if it is still valid.
     pub(crate) fn verify_token(&self, token: &str) -> Option<Claims> {
-        jwt::verify(&self.shared.jwt_key, token, self.wall_ms() / 1000).ok()
+        jwt::verify(&self.shared.jwt_key.load(), token, self.wall_ms() / 1000).ok()
     }
 
     /// The text of `/metrics`.
     pub(crate) fn metrics(&self) -> String {
-        metrics::render(&self.shared.counters, &self.shared.fleet_stats)
+        #[allow(unused_mut)]
+        let mut text = metrics::render(&self.shared.counters, &self.shared.fleet_stats);
+        #[cfg(feature = "redis")]
+        if let Some(store) = &self.shared.redis {
+            store.render(&mut text);
+        }
+        text
     }
 
     pub(crate) fn counters(&self) -> &Counters {

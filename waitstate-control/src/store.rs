@@ -1,0 +1,33 @@
+//! Where the fleet state lives: in this process (the default, one replica), or in Redis
+//! (`[server] redis_url`, the `redis` feature), so that any number of replicas see one fleet
+//! and a restart loses nothing.
+//!
+//! ## With Redis
+//!
+//! | what | how |
+//! |---|---|
+//! | telemetry | every replica adds the pulses it takes into per-shard hashes with `HINCRBY` (counts add, the latency histogram bucket by bucket, so the fleet p95 is a real percentile). Pulses are merged in memory and written in one pipeline per batch (group commit): no round trip per pulse or per tag. A pulse is answered once its batch is written |
+//! | the fleet rules | one replica at a time evaluates them: the holder of a lease in Redis (`SET NX PX`, renewed each tick), with a fencing token (`INCR`) checked inside the script that publishes its result, so a replica that lost the lease (paused, cut off) can never publish. Each window it reads the merged telemetry, steps the rules, and publishes, atomically, the fleet state (policy, rule states, the demand the budgets are split by) and the window it read (a capped history list) |
+//! | every replica's rules | each replica feeds the published windows to its own copy of the rules (the same code, the same inputs: the same states), so a replica that takes over carries on where the last one was. A replica that starts (or missed windows) replays the history: a restart mid-incident resumes the firing rule |
+//! | answers | from the fleet state each replica reads once per tick: no Redis read on the pulse path. Budgets are split once, by the evaluator's numbers, so every replica gives the same shares and they add up to the budget |
+//! | replays | each replica's own cache first, then `SET NX PX` of the MAC, shared by every replica |
+//! | token key | `jwt_secret`, or a random key set once in Redis (`SET NX`) and read by every replica |
+//!
+//! ## When Redis is unreachable
+//!
+//! Replicas keep answering with the last fleet policy they read (never an empty one), log
+//! it, and say so in `/metrics` (`waitstate_store_up 0`, `waitstate_store_errors_total`).
+//! The telemetry they take meanwhile is merged in memory (bounded: per shard and tag, not
+//! per pulse) and written when Redis returns, counted but kept out of the rules' current
+//! window (as a pulse carrying old windows is). If a replica dies while Redis is away, what
+//! it held is lost.
+
+#[cfg(feature = "redis")]
+mod codec;
+#[cfg(feature = "redis")]
+mod redis;
+#[cfg(feature = "redis")]
+mod writer;
+
+#[cfg(feature = "redis")]
+pub(crate) use self::redis::RedisStore;
