@@ -334,7 +334,6 @@ pub(crate) async fn run(
         let incident = elapsed >= onset && elapsed < end;
         if elapsed.as_secs() != second {
             second = elapsed.as_secs();
-            eprint!(".");
             if !engines.is_empty() {
                 states.push(engines.iter().map(state_of).collect());
             }

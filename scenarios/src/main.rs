@@ -379,7 +379,6 @@ async fn run(
         }
         if elapsed.as_secs() != second {
             second = elapsed.as_secs();
-            eprint!(".");
         }
         for tier in 0..3 {
             let factor = if incident { scenario.load_factor } else { 1.0 };
