@@ -26,7 +26,7 @@ pub enum SafeMode {
 ///
 /// ```toml
 /// [control_plane]
-/// base_url = "https://control.example.com"
+/// base_url = "https://control.example.com"   # or a list: ["https://cp-a...", "https://cp-b..."]
 /// publish_key = "pk_live_..."
 /// secret_key = "sk_live_..."
 /// pulse_interval = "20s"
@@ -34,6 +34,12 @@ pub enum SafeMode {
 /// safe_mode = "fixed_rps"     # open (default), fixed_rps, last_policy
 /// safe_mode_max_rps = 50
 /// ```
+///
+/// `base_url` may name several replicas of one control plane (a TOML array, or one string
+/// of URLs separated by commas; [`ControlPlane::failover`] in code): every call goes to
+/// the current one; after a failed call the next one in the list is tried, after the usual
+/// jittered backoff, and the telemetry not yet acknowledged goes with it (bounded by
+/// `carried_windows`, as always). Each URL is checked as `base_url` is.
 ///
 /// The secret key is never printed: `Debug` redacts it and serializing skips it. It is
 /// sent to the control plane to buy a token (`POST /v1/auth/token`, as v1 does), so a
@@ -44,7 +50,9 @@ pub enum SafeMode {
 #[non_exhaustive]
 pub struct ControlPlane {
     /// The control plane's base URL: `https://...`; `http://` only on loopback, or with
-    /// [`ControlPlane::allow_insecure_http`].
+    /// [`ControlPlane::allow_insecure_http`]. Several replicas: separated by commas (a TOML
+    /// array is read as such); see [`ControlPlane::urls`].
+    #[serde(deserialize_with = "one_or_many_urls")]
     pub base_url: String,
     /// The publish key (`x-waitstate-id`).
     pub publish_key: String,
@@ -126,6 +134,27 @@ impl ControlPlane {
         }
     }
 
+    /// Another replica of the control plane, tried after the ones before it fail.
+    pub fn failover(mut self, url: impl Into<String>) -> Self {
+        let url = url.into();
+        if self.base_url.trim().is_empty() {
+            self.base_url = url;
+        } else {
+            self.base_url = format!("{}, {}", self.base_url, url.trim());
+        }
+        self
+    }
+
+    /// Every base URL, in the order they are tried: `base_url` split at commas, trimmed,
+    /// each without a trailing `/`.
+    pub fn urls(&self) -> Vec<&str> {
+        self.base_url
+            .split(',')
+            .map(|u| u.trim().trim_end_matches('/'))
+            .filter(|u| !u.is_empty())
+            .collect()
+    }
+
     /// The shard key (`siteId`).
     pub fn site_id(mut self, site: impl Into<String>) -> Self {
         self.site_id = Some(site.into());
@@ -183,7 +212,21 @@ impl ControlPlane {
 
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         let key = |k: &str| format!("control_plane.{k}");
-        let url = self.base_url.trim();
+        let urls = self.urls();
+        if urls.is_empty() {
+            return Err(ConfigError::invalid(
+                key("base_url"),
+                "must be an http:// or https:// URL",
+            ));
+        }
+        for url in urls {
+            Self::validate_url(url, self.allow_insecure_http)?;
+        }
+        self.validate_rest()
+    }
+
+    fn validate_url(url: &str, allow_insecure_http: bool) -> Result<(), ConfigError> {
+        let key = |k: &str| format!("control_plane.{k}");
         let scheme = url
             .get(..8)
             .map(str::to_ascii_lowercase)
@@ -195,7 +238,7 @@ impl ControlPlane {
                 "must be an http:// or https:// URL",
             ));
         }
-        if !https && !self.allow_insecure_http && !is_loopback_url(url) {
+        if !https && !allow_insecure_http && !is_loopback_url(url) {
             return Err(ConfigError::invalid(
                 key("base_url"),
                 "a plain http:// control plane must be on loopback (localhost, 127.0.0.0/8, \
@@ -203,6 +246,11 @@ impl ControlPlane {
                  or set allow_insecure_http = true for a network you trust",
             ));
         }
+        Ok(())
+    }
+
+    fn validate_rest(&self) -> Result<(), ConfigError> {
+        let key = |k: &str| format!("control_plane.{k}");
         for (k, v) in [
             ("publish_key", &self.publish_key),
             ("secret_key", &self.secret_key),
@@ -238,6 +286,27 @@ impl ControlPlane {
         }
         Ok(())
     }
+}
+
+/// `base_url`: one URL, or a list of them (kept as one string, separated by commas).
+fn one_or_many_urls<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(url) => url,
+        OneOrMany::Many(urls) => {
+            if let Some(bad) = urls.iter().find(|u| u.contains(',')) {
+                return Err(serde::de::Error::custom(format!(
+                    "a URL of the list holds a comma: `{bad}`"
+                )));
+            }
+            urls.join(", ")
+        }
+    })
 }
 
 /// Whether an `http://` URL's host is this machine: `localhost`, an address of
@@ -285,4 +354,44 @@ fn default_safe_mode_max_rps() -> f64 {
 }
 fn default_carried_windows() -> usize {
     10
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn several_urls_are_tried_in_order_and_each_is_checked() {
+        let cp = ControlPlane::new("https://cp-a.example.com/", "pk", "sk")
+            .failover("https://cp-b.example.com");
+        assert_eq!(
+            cp.urls(),
+            ["https://cp-a.example.com", "https://cp-b.example.com"]
+        );
+        assert_eq!(cp.validate(), Ok(()));
+        let insecure = cp.clone().failover("http://10.0.0.9:7700");
+        assert!(insecure.validate().is_err(), "the third is plain http");
+        let blank = ControlPlane::new(" , ", "pk", "sk");
+        assert!(blank.validate().is_err());
+    }
+
+    #[cfg(feature = "toml")]
+    #[test]
+    fn base_url_reads_a_list_from_toml() {
+        let table = "[control_plane]\nbase_url = [\"http://127.0.0.1:7700\", \"http://127.0.0.1:7701\"]\npublish_key = \"p\"\nsecret_key = \"s\"\n";
+        let c = Config::from_toml_str(table).unwrap();
+        let cp = c.control_plane.unwrap();
+        assert_eq!(
+            cp.urls(),
+            ["http://127.0.0.1:7700", "http://127.0.0.1:7701"]
+        );
+        let one = table.replace(
+            "[\"http://127.0.0.1:7700\", \"http://127.0.0.1:7701\"]",
+            "\"http://127.0.0.1:7700\"",
+        );
+        let c = Config::from_toml_str(&one).unwrap();
+        assert_eq!(c.control_plane.unwrap().urls(), ["http://127.0.0.1:7700"]);
+        let comma = table.replace("7701\"]", "7701,x\"]");
+        assert!(Config::from_toml_str(&comma).is_err());
+    }
 }

@@ -18,6 +18,9 @@
 //!   (and counted in [`ControlStatus::windows_dropped`]).
 //! - Failed calls are retried after a jittered exponential backoff (1 s, 2 s, 4 s, ...,
 //!   capped at the normal cadence). Every call has a timeout.
+//! - Several control-plane URLs ([`ControlPlane::urls`], replicas of one control plane):
+//!   a failed call moves to the next URL, which the retry (after the backoff) goes to; the
+//!   unacknowledged telemetry goes with it, as it would to the same one.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
@@ -74,6 +77,10 @@ pub struct ControlStatus {
     pub requests_dropped: u64,
     /// The pulse cadence in force (configured, or the control plane's hint).
     pub pulse_interval: Duration,
+    /// The control-plane URL calls go to now (one of [`ControlPlane::urls`]).
+    pub control_plane_url: String,
+    /// Times a failed call moved to the next control-plane URL.
+    pub failovers: u64,
 }
 
 /// The part of the client the hot path and the reflex task share.
@@ -112,6 +119,12 @@ impl ControlShared {
         let status = ControlStatus {
             instance_id: instance_id.clone(),
             pulse_interval: config.pulse_interval,
+            control_plane_url: config
+                .urls()
+                .first()
+                .copied()
+                .unwrap_or_default()
+                .to_owned(),
             ..ControlStatus::default()
         };
         Self {
@@ -191,7 +204,36 @@ fn merge_custom(
 /// Redirects are not followed, so an `https://` control plane cannot hand the secret to
 /// another host, or to plain http.
 pub(crate) fn http_client(config: &ControlPlane) -> Result<reqwest::Client, ConfigError> {
-    let url = reqwest::Url::parse(config.base_url.trim())
+    let urls = config.urls();
+    if urls.is_empty() {
+        return Err(ConfigError::invalid(
+            "control_plane.base_url",
+            "must be an http:// or https:// URL",
+        ));
+    }
+    let mut all_https = true;
+    for url in urls {
+        all_https &= check_url(url, config.allow_insecure_http)?;
+    }
+    reqwest::Client::builder()
+        .https_only(all_https)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(config.timeout)
+        .connect_timeout(config.timeout)
+        .user_agent(concat!("waitstate-rs/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| {
+            ConfigError::invalid(
+                "control_plane",
+                format!("cannot build the HTTP client: {}", e.without_url()),
+            )
+        })
+}
+
+/// One control-plane URL, checked with the parser the client connects with; whether it is
+/// `https`.
+fn check_url(url: &str, allow_insecure_http: bool) -> Result<bool, ConfigError> {
+    let url = reqwest::Url::parse(url.trim())
         .map_err(|e| ConfigError::invalid("control_plane.base_url", format!("not a URL: {e}")))?;
     let https = match url.scheme() {
         "https" => true,
@@ -211,7 +253,7 @@ pub(crate) fn http_client(config: &ControlPlane) -> Result<reqwest::Client, Conf
                 .parse::<std::net::IpAddr>()
                 .is_ok_and(|ip| ip.is_loopback())
     });
-    if !https && !loopback && !config.allow_insecure_http {
+    if !https && !loopback && !allow_insecure_http {
         return Err(ConfigError::invalid(
             "control_plane.base_url",
             "a plain http:// control plane must be on loopback (localhost, 127.0.0.0/8, [::1]): \
@@ -219,19 +261,7 @@ pub(crate) fn http_client(config: &ControlPlane) -> Result<reqwest::Client, Conf
              allow_insecure_http = true for a network you trust",
         ));
     }
-    reqwest::Client::builder()
-        .https_only(https)
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(config.timeout)
-        .connect_timeout(config.timeout)
-        .user_agent(concat!("waitstate-rs/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| {
-            ConfigError::invalid(
-                "control_plane",
-                format!("cannot build the HTTP client: {}", e.without_url()),
-            )
-        })
+    Ok(https)
 }
 
 /// Why a call failed (logged; never holds a secret).
@@ -274,6 +304,9 @@ fn since(current: &(u64, TagCounters), acked: Option<&(u64, TagCounters)>) -> Ta
 struct Client {
     shared: Arc<ControlShared>,
     http: reqwest::Client,
+    /// Every control-plane URL (replicas), and the one calls go to now.
+    bases: Vec<String>,
+    current: usize,
     base: String,
     token: Option<Token>,
     /// Cumulative counters the control plane has acknowledged (mirrored in the shared
@@ -302,13 +335,16 @@ pub(crate) async fn run(inner: Weak<Inner>, shared: Arc<ControlShared>, http: re
     // A restart after a panic resumes from what was acknowledged: what the engine counted
     // since goes out in the next pulse, once.
     let acked = lock(&shared.acked).clone();
+    let bases: Vec<String> = shared
+        .config
+        .urls()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
     let mut c = Client {
-        base: shared
-            .config
-            .base_url
-            .trim()
-            .trim_end_matches('/')
-            .to_owned(),
+        base: bases.first().cloned().unwrap_or_default(),
+        bases,
+        current: 0,
         pulse_every: shared.config.pulse_interval,
         lease: Lease::new(shared.config.safe_mode, shared.config.lease),
         shared,
@@ -343,7 +379,11 @@ pub(crate) async fn run(inner: Weak<Inner>, shared: Arc<ControlShared>, http: re
         let now = clock_now();
         c.check_lease(&inner, now);
         if now >= next_sync {
+            let used = c.current;
             let ok = c.sync(&inner).await;
+            if !ok {
+                c.fail_over(used);
+            }
             let now = clock_now();
             next_sync = if ok {
                 c.sync_failures = 0;
@@ -355,7 +395,11 @@ pub(crate) async fn run(inner: Weak<Inner>, shared: Arc<ControlShared>, http: re
         }
         let now = clock_now();
         if now >= next_pulse {
+            let used = c.current;
             let ok = c.pulse(&inner, now).await;
+            if !ok {
+                c.fail_over(used);
+            }
             let now = clock_now();
             next_pulse = if ok {
                 c.pulse_failures = 0;
@@ -372,6 +416,23 @@ pub(crate) async fn run(inner: Weak<Inner>, shared: Arc<ControlShared>, http: re
 impl Client {
     fn config(&self) -> &ControlPlane {
         &self.shared.config
+    }
+
+    /// A call to URL `used` failed: the next calls go to the next URL (unless another
+    /// failure moved on already). A token stays: replicas of one control plane share their
+    /// key; one that does not answers 401, and a new token is bought.
+    fn fail_over(&mut self, used: usize) {
+        if self.bases.len() < 2 || self.current != used {
+            return;
+        }
+        self.current = (self.current + 1) % self.bases.len();
+        self.base = self.bases[self.current].clone();
+        info!(url = %self.base, "WaitState control plane call failed: trying the next URL");
+        let url = self.base.clone();
+        self.shared.update(|s| {
+            s.failovers += 1;
+            s.control_plane_url = url;
+        });
     }
 
     /// xorshift64*: jitter only, not security.
