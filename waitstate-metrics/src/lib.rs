@@ -50,8 +50,8 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | `axum` | no | [`axum_route`] |
-//! | `actix-web` | no | [`actix_resource`] |
+//! | `axum` | no | `axum_route` |
+//! | `actix-web` | no | `actix_resource` |
 //! | `control-plane` | no | the `waitstate_control_*` metrics (needs `waitstate-core/control-plane`) |
 //!
 //! ## The metrics

@@ -9,7 +9,7 @@
 //!    downstream service's [`HeaderTagger`](crate::HeaderTagger) reads them, so an
 //!    enterprise request upstream is still enterprise downstream. The handler threads
 //!    nothing by hand: the gate runs each handler inside a task-local scope that holds the
-//!    request's [`Admission`](crate::Admission) (see [`waitstate_core::tagger::current`] for
+//!    request's [`Admission`] (see [`waitstate_core::tagger::current`] for
 //!    why a task-local, and where it stops: a `tokio::spawn`ed task needs
 //!    `current::scope`). An `Admission` in the outgoing request's extensions wins, and a
 //!    tag header set by hand wins over both.
