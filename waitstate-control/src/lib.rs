@@ -50,3 +50,8 @@ pub use fleet::ShardView;
 pub use routes::router;
 pub use server::ControlServer;
 pub use state::AppState;
+
+/// The README (the registry page): its example compiles with `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
