@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
-use actix_web::{App, HttpMessage, HttpRequest, HttpResponse, HttpServer, web};
-use waitstate_actix::{Admission, Gate, HeaderTagger, RequestView, Tagger, Tagging, WaitState};
+use actix_web::{App, HttpResponse, HttpServer, web};
+use waitstate_actix::{Admitted, Gate, HeaderTagger, RequestView, Tagger, Tagging, WaitState};
 use waitstate_core::ConfigError;
 
 /// The engine, configured by `actix-tiers.toml` next to this file.
@@ -71,8 +71,8 @@ async fn report(id: web::Path<u32>) -> String {
     format!("report {id}\n")
 }
 
-async fn whoami(req: HttpRequest) -> HttpResponse {
-    match req.extensions().get::<Admission>() {
+async fn whoami(admitted: Option<Admitted>) -> HttpResponse {
+    match admitted {
         Some(a) => HttpResponse::Ok().body(format!(
             "tag {} (priority {}), weight {}\n",
             a.tag,

@@ -418,7 +418,7 @@ impl Answer {
             headers: r
                 .headers
                 .into_iter()
-                .map(|(n, v)| (n.to_owned(), v))
+                .map(|(n, v)| (n.to_owned(), v.into_owned()))
                 .collect(),
             body: r.body,
             rejection: Some(Seen(rejection.clone())),
@@ -494,7 +494,13 @@ pub async fn tower(case: &Case, ws: &WaitState, grpc: bool) -> Answer {
         )
         .service(tower::service_fn(
             |req: http::Request<Full<Bytes>>| async move {
-                let body = handler_body(req.extensions().get::<Admission>());
+                let body = handler_body(
+                    req.extensions()
+                        .get::<Admission>()
+                        .cloned()
+                        .or_else(waitstate_core::tagger::current::current)
+                        .as_ref(),
+                );
                 let res = http::Response::builder()
                     .header(http::header::CONTENT_TYPE, HANDLER_CONTENT_TYPE)
                     .body(Full::new(Bytes::from(body)))
@@ -538,7 +544,13 @@ pub async fn actix(case: &Case, ws: &WaitState, grpc: bool) -> Answer {
         .with_rejection(waitstate_actix::DefaultRejection::default().kill_signal_status(status));
     let app = test::init_service(App::new().wrap(gate).default_service(web::to(
         |req: HttpRequest| async move {
-            let body = handler_body(req.extensions().get::<Admission>());
+            let body = handler_body(
+                req.extensions()
+                    .get::<Admission>()
+                    .cloned()
+                    .or_else(waitstate_core::tagger::current::current)
+                    .as_ref(),
+            );
             HttpResponse::Ok()
                 .content_type(HANDLER_CONTENT_TYPE)
                 .body(body)

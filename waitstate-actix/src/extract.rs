@@ -76,7 +76,12 @@ impl FromRequest for AdmittedTag {
 }
 
 fn admission(req: &HttpRequest) -> Option<Admission> {
-    req.extensions().get::<Admission>().cloned()
+    // The extension when the middleware puts it there (`admission_extension(true)`), else
+    // the scope the gate runs the handler in.
+    req.extensions()
+        .get::<Admission>()
+        .cloned()
+        .or_else(waitstate_core::tagger::current::current)
 }
 
 /// The error of [`Admitted`] and [`AdmittedTag`] when the request carries no admission: no

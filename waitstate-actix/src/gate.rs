@@ -76,9 +76,11 @@ impl<T, R, C> Gate<T, R, C> {
         self
     }
 
-    /// Put the [`Admission`](crate::Admission) (tag, weight, dry-run verdict) in each
-    /// admitted request's extensions, for handlers (on by default). Off saves an allocation
-    /// per request: turn it off when no handler reads it.
+    /// Also put the [`Admission`](crate::Admission) (tag, weight, dry-run verdict) in each
+    /// admitted request's extensions (off by default: it costs an allocation per request).
+    /// Without it, handlers get the admission with the [`Admitted`](crate::Admitted)
+    /// extractor, which reads the scope the gate runs them in; turn it on for code that
+    /// reads `req.extensions().get::<Admission>()`.
     pub fn admission_extension(mut self, yes: bool) -> Self {
         self.config.admission_extension = yes;
         self

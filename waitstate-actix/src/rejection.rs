@@ -101,7 +101,11 @@ pub(crate) fn to_response(rendered: adapter::Rendered) -> HttpResponse {
     for (name, value) in rendered.headers {
         // The core's renderings are always valid header values; one that were not would be
         // left out rather than fail the response.
-        if let Ok(v) = HeaderValue::try_from(value) {
+        let value = match value {
+            std::borrow::Cow::Borrowed(s) => Ok(HeaderValue::from_static(s)),
+            std::borrow::Cow::Owned(s) => HeaderValue::try_from(s),
+        };
+        if let Ok(v) = value {
             res.headers_mut().insert(HeaderName::from_static(name), v);
         }
     }

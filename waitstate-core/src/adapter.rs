@@ -3,6 +3,7 @@
 //! rejection as plain status, header fields and body ([`render`]), and the gRPC and dry-run
 //! conventions. An adapter only moves these into its framework's types.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use crate::decision::{Reason, Rejection};
@@ -30,8 +31,8 @@ pub fn grpc_status_is_error(value: &[u8]) -> Option<bool> {
 pub struct Rendered {
     /// The status code.
     pub status: u16,
-    /// Header fields, names in lower case.
-    pub headers: Vec<(&'static str, String)>,
+    /// Header fields, names in lower case; the usual values are static (no allocation).
+    pub headers: Vec<(&'static str, Cow<'static, str>)>,
     /// The body (empty for gRPC: a trailers-only response).
     pub body: String,
 }
@@ -51,10 +52,16 @@ pub fn render(r: &Rejection, grpc: bool, kill_signal_status: u16) -> Rendered {
         return Rendered {
             status: 200,
             headers: vec![
-                ("content-type", "application/grpc".to_owned()),
-                ("grpc-status", r.grpc_code().to_string()),
-                ("grpc-message", r.grpc_message()),
-                ("grpc-retry-pushback-ms", r.retry_after_ms().to_string()),
+                ("content-type", Cow::Borrowed("application/grpc")),
+                (
+                    "grpc-status",
+                    Cow::Borrowed(if r.grpc_code() == 8 { "8" } else { "14" }),
+                ),
+                ("grpc-message", Cow::Owned(r.grpc_message())),
+                (
+                    "grpc-retry-pushback-ms",
+                    Cow::Owned(r.retry_after_ms().to_string()),
+                ),
             ],
             body: String::new(),
         };
@@ -64,19 +71,47 @@ pub fn render(r: &Rejection, grpc: bool, kill_signal_status: u16) -> Rendered {
     } else {
         429
     };
-    let mut headers = vec![
-        ("content-type", "application/json".to_owned()),
-        ("retry-after", r.retry_after_secs().to_string()),
-    ];
+    let mut headers = Vec::with_capacity(4);
+    headers.push(("content-type", Cow::Borrowed("application/json")));
+    headers.push(("retry-after", seconds_text(r.retry_after_secs())));
     if let Some((policy, state)) = r.rate_limit_fields() {
-        headers.push(("ratelimit-policy", policy));
-        headers.push(("ratelimit", state));
+        headers.push(("ratelimit-policy", Cow::Owned(policy)));
+        headers.push(("ratelimit", Cow::Owned(state)));
     }
     Rendered {
         status,
         headers,
         body: r.deny_body(),
     }
+}
+
+/// `secs` as text: from a table made once for the usual values (up to an hour), so the
+/// reject path does not allocate for `Retry-After`.
+fn seconds_text(secs: u64) -> Cow<'static, str> {
+    static TABLE: std::sync::OnceLock<Box<[&'static str]>> = std::sync::OnceLock::new();
+    const MAX: u64 = 3600;
+    if secs > MAX {
+        return Cow::Owned(secs.to_string());
+    }
+    let table = TABLE.get_or_init(|| {
+        // One string of all the numbers, leaked once (a few KiB for the process's life).
+        let all: &'static str = Box::leak(
+            (0..=MAX)
+                .map(|n| n.to_string())
+                .collect::<String>()
+                .into_boxed_str(),
+        );
+        let mut at = 0;
+        (0..=MAX)
+            .map(|n| {
+                let len = if n == 0 { 1 } else { n.ilog10() as usize + 1 };
+                let s = &all[at..at + len];
+                at += len;
+                s
+            })
+            .collect()
+    });
+    Cow::Borrowed(table[secs as usize])
 }
 
 /// A gRPC client's deadline, from its `grpc-timeout` header (`<up to 8 digits><unit>`, the
@@ -196,7 +231,10 @@ mod gate_step {
         /// In dry run, mark a response that would have been rejected with
         /// [`DRY_RUN_HEADER`](super::DRY_RUN_HEADER) (on by default).
         pub dry_run_header: bool,
-        /// Put the [`Admission`] in each admitted request's extensions (on by default).
+        /// Put the [`Admission`] in each admitted request's extensions (off by default: it
+        /// costs allocations on every request, and handlers get the admission without it,
+        /// from the task-local scope the gate runs them in,
+        /// [`current`](crate::tagger::current)).
         pub admission_extension: bool,
         /// Measure latency to the end of the response body instead of to its head (off by
         /// default: a stream's whole duration, SSE or a gRPC stream, says nothing of the
@@ -205,7 +243,8 @@ mod gate_step {
     }
 
     impl<T, R, C> GateConfig<T, R, C> {
-        /// Gate with this engine, tagger, rejection builder and classifier; both switches on.
+        /// Gate with this engine, tagger, rejection builder and classifier; the dry-run mark
+        /// on, the admission extension off, latency to the response head.
         pub fn new(waitstate: WaitState, tagger: T, rejection: R, classifier: C) -> Self {
             Self {
                 waitstate,
@@ -213,7 +252,7 @@ mod gate_step {
                 rejection,
                 classifier,
                 dry_run_header: true,
-                admission_extension: true,
+                admission_extension: false,
                 latency_to_end: false,
             }
         }

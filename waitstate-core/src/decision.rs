@@ -136,13 +136,39 @@ impl Rejection {
     /// The JSON deny body every adapter sends (the WaitState SDKs' body, extended):
     /// `{"error":"rate_limited","reason":"tag_blocked","retryAfter":2,"tag":"free"}`.
     pub fn deny_body(&self) -> String {
-        serde_json::json!({
-            "error": "rate_limited",
-            "reason": self.reason.as_str(),
-            "tag": self.tag(),
-            "retryAfter": self.retry_after_secs(),
-        })
-        .to_string()
+        // Written by hand into one buffer: the reject path's one allocation (a `json!` value
+        // made a dozen). The tag is escaped as JSON requires; the rest are known ASCII.
+        use std::fmt::Write as _;
+        let tag = self.tag();
+        let escaped = |c: char| match c {
+            '"' | '\\' => 2,
+            c if u32::from(c) < 0x20 => 6,
+            c => c.len_utf8(),
+        };
+        let secs = self.retry_after_secs();
+        // Exactly the length: a body handed to `Bytes` is not reallocated to fit.
+        let len = r#"{"error":"rate_limited","reason":"","retryAfter":,"tag":""}"#.len()
+            + self.reason.as_str().len()
+            + (secs.checked_ilog10().unwrap_or(0) as usize + 1)
+            + tag.chars().map(escaped).sum::<usize>();
+        let mut out = String::with_capacity(len);
+        out.push_str(r#"{"error":"rate_limited","reason":""#);
+        out.push_str(self.reason.as_str());
+        out.push_str(r#"","retryAfter":"#);
+        let _ = write!(out, "{secs}");
+        out.push_str(r#","tag":""#);
+        for c in tag.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                c if u32::from(c) < 0x20 => {
+                    let _ = write!(out, "\\u{:04x}", u32::from(c));
+                }
+                c => out.push(c),
+            }
+        }
+        out.push_str("\"}");
+        out
     }
 
     /// The IETF `RateLimit-Policy` and `RateLimit` field values
@@ -251,6 +277,36 @@ impl Decision {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_deny_body_is_the_json_it_always_was_whatever_the_tag() {
+        let engine = crate::Engine::new(&crate::Config::default()).unwrap();
+        let mut p = crate::Policy::default();
+        p.global_max_weight = -1.0;
+        engine.set_remote_policy(Some(p)).unwrap();
+        for tag in [
+            "free",
+            "a\"b",
+            "back\\slash",
+            "ctl\u{1}x",
+            "ünï",
+            "__default__",
+        ] {
+            let demand = crate::Demand::new(tag);
+            let Decision::Rejected(r) = engine.decide(&demand, Duration::ZERO) else {
+                panic!("{tag:?} allowed")
+            };
+            assert_eq!(r.tag(), tag);
+            let expected = serde_json::json!({
+                "error": "rate_limited",
+                "reason": "global_block",
+                "tag": tag,
+                "retryAfter": r.retry_after_secs(),
+            })
+            .to_string();
+            assert_eq!(r.deny_body(), expected, "{tag:?}");
+        }
+    }
 
     #[test]
     fn structured_field_strings_escape() {

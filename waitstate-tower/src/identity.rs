@@ -26,7 +26,8 @@ impl ExtensionReader for HttpExtensions {
 /// use std::convert::Infallible;
 /// use http::{Request, Response};
 /// use tower::{ServiceBuilder, ServiceExt, service_fn};
-/// use waitstate_tower::{Admission, ExtensionTagger, GateLayer, Tagging, WaitState};
+/// use waitstate_core::tagger::current;
+/// use waitstate_tower::{ExtensionTagger, GateLayer, Tagging, WaitState};
 ///
 /// #[derive(Clone)]
 /// struct User { plan: String }
@@ -40,8 +41,9 @@ impl ExtensionReader for HttpExtensions {
 ///         req
 ///     })
 ///     .layer(GateLayer::new(ws, tagger))
-///     .service(service_fn(|req: Request<()>| async move {
-///         let tag = req.extensions().get::<Admission>().map(|a| a.tag.to_string());
+///     .service(service_fn(|_req: Request<()>| async move {
+///         // The gate runs the service's future in the request's admission scope.
+///         let tag = current::current().map(|a| a.tag.to_string());
 ///         Ok::<_, Infallible>(Response::new(tag.unwrap_or_default()))
 ///     }));
 /// let res = app.oneshot(Request::new(())).await?;

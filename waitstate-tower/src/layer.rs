@@ -67,10 +67,12 @@ impl<T, R, C> GateLayer<T, R, C> {
         self
     }
 
-    /// Put the [`Admission`](crate::Admission) (tag, weight, dry-run verdict) in each admitted
-    /// request's extensions, for handlers and extractors (on by default). Off saves an
-    /// allocation or three per request (the `Admission`, and the extensions map when the
-    /// request has none yet): turn it off when no handler reads it.
+    /// Also put the [`Admission`](crate::Admission) (tag, weight, dry-run verdict) in each
+    /// admitted request's extensions (off by default: it costs three allocations per
+    /// request). Without it, the inner service reads the admission from the scope the gate
+    /// runs it in ([`current::current`](waitstate_core::tagger::current::current)), which is
+    /// what `waitstate-axum`'s extractors do; turn it on for code that reads
+    /// `req.extensions().get::<Admission>()` or runs outside the gate's task.
     pub fn admission_extension(mut self, yes: bool) -> Self {
         self.config.admission_extension = yes;
         self

@@ -96,8 +96,12 @@ fn to_response(rendered: adapter::Rendered) -> Response<Bytes> {
     let h = res.headers_mut();
     for (name, value) in rendered.headers {
         // The core's renderings are always valid header values; one that were not would be
-        // left out rather than fail the response.
-        if let Ok(v) = HeaderValue::try_from(value) {
+        // left out rather than fail the response. Static values cost no allocation.
+        let value = match value {
+            std::borrow::Cow::Borrowed(s) => Ok(HeaderValue::from_static(s)),
+            std::borrow::Cow::Owned(s) => HeaderValue::try_from(s),
+        };
+        if let Ok(v) = value {
             h.insert(name, v);
         }
     }

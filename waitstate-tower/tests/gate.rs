@@ -53,12 +53,16 @@ fn app(
     Error = Infallible,
 > + Clone {
     ServiceBuilder::new()
-        .layer(GateLayer::new(
-            ws.clone(),
-            HeaderTagger::new()
-                .weight_header("x-weight")
-                .exempt_path("/healthz"),
-        ))
+        .layer(
+            GateLayer::new(
+                ws.clone(),
+                HeaderTagger::new()
+                    .weight_header("x-weight")
+                    .exempt_path("/healthz"),
+            )
+            // Read in `call`, outside the future the gate scopes: the extension.
+            .admission_extension(true),
+        )
         .service(service_fn(move |req: Request<Body>| {
             calls.fetch_add(1, Ordering::SeqCst);
             let tag = req
@@ -600,18 +604,18 @@ async fn cohort_keys_reach_the_engine_so_throttling_is_consistent_per_user() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_admission_extension_can_be_turned_off() {
+async fn the_admission_extension_is_off_by_default() {
     let ws = ws();
     let seen = Arc::new(AtomicUsize::new(0));
     let counter = seen.clone();
-    let svc = GateLayer::new(ws.clone(), HeaderTagger::new())
-        .admission_extension(false)
-        .layer(service_fn(move |r: Request<Body>| {
+    let svc = GateLayer::new(ws.clone(), HeaderTagger::new()).layer(service_fn(
+        move |r: Request<Body>| {
             if r.extensions().get::<Admission>().is_some() {
                 counter.fetch_add(1, Ordering::SeqCst);
             }
             async { Ok::<_, Infallible>(Response::new(Body::default())) }
-        }));
+        },
+    ));
     assert_eq!(
         svc.oneshot(req("pro")).await.unwrap().status(),
         StatusCode::OK
@@ -650,8 +654,9 @@ fn held_app(
 ) {
     let (go, _) = tokio::sync::broadcast::channel::<()>(16);
     let tx = go.clone();
-    let svc =
-        GateLayer::new(ws, HeaderTagger::new()).layer(service_fn(move |req: Request<Body>| {
+    let svc = GateLayer::new(ws, HeaderTagger::new())
+        .admission_extension(true)
+        .layer(service_fn(move |req: Request<Body>| {
             let mut go = tx.subscribe();
             let tag = req
                 .extensions()

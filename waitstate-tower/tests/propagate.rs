@@ -46,8 +46,12 @@ async fn downstream(ws: WaitState) -> SocketAddr {
     let app = Router::new()
         .route(
             "/whoami",
-            get(|admission: axum::Extension<Admission>| async move {
-                format!("{} {:?}", admission.tag, admission.cohort)
+            get(|| async move {
+                // The gate runs the handler in the request's admission scope.
+                match current::current() {
+                    Some(admission) => format!("{} {:?}", admission.tag, admission.cohort),
+                    None => "ungated".to_owned(),
+                }
             }),
         )
         .layer(GateLayer::new(ws, tagger));
