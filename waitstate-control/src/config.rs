@@ -58,8 +58,9 @@ impl fmt::Display for ConfigFileError {
 
 impl std::error::Error for ConfigFileError {}
 
-/// The `[server]` table.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+/// The `[server]` table. Its `Debug` redacts the secrets (`jwt_secret`, `metrics_token`,
+/// `redis_url`, which may hold a password).
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct ServerConfig {
@@ -258,21 +259,38 @@ pub struct ControlConfig {
     pub engine: Config,
 }
 
+impl fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secret = |s: &Option<String>| s.as_ref().map(|_| "[REDACTED]");
+        f.debug_struct("ServerConfig")
+            .field("listen", &self.listen)
+            .field("lease", &self.lease)
+            .field("pulse_interval", &self.pulse_interval)
+            .field("instance_ttl", &self.instance_ttl)
+            .field("demand_window", &self.demand_window)
+            .field("token_ttl", &self.token_ttl)
+            .field("skew", &self.skew)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_instances", &self.max_instances)
+            .field("max_sites", &self.max_sites)
+            .field("jwt_secret", &secret(&self.jwt_secret))
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("max_connections", &self.max_connections)
+            .field("metrics_token", &secret(&self.metrics_token))
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("redis_url", &secret(&self.redis_url))
+            .field("redis_prefix", &self.redis_prefix)
+            .field("redis_history", &self.redis_history)
+            .finish()
+    }
+}
+
 impl fmt::Debug for ControlConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut server = self.server.clone();
-        if server.jwt_secret.is_some() {
-            server.jwt_secret = Some("[REDACTED]".into());
-        }
-        if server.metrics_token.is_some() {
-            server.metrics_token = Some("[REDACTED]".into());
-        }
-        if server.redis_url.is_some() {
-            // It may hold a password.
-            server.redis_url = Some("[REDACTED]".into());
-        }
         f.debug_struct("ControlConfig")
-            .field("server", &server)
+            .field("server", &self.server)
             .field("keys", &self.keys)
             .field("engine", &self.engine)
             .finish()
@@ -653,6 +671,17 @@ rule = "when p95_latency > 500ms then block free"
         assert_eq!(c.engine.tags["free"], 10);
         assert_eq!(c.engine.window, Duration::from_secs(30));
         assert!(!format!("{c:?}").contains("sk_1"));
+        // The server table alone redacts its secrets too.
+        let secret = GOOD.replace(
+            "lease = \"60s\"",
+            "lease = \"60s\"\njwt_secret = \"jwt-0123456789-0123456789-0123456789\"\nmetrics_token = \"scrape-me-secretly\"",
+        );
+        let c = ControlConfig::from_toml_str(&secret).unwrap();
+        for shown in [format!("{:?}", c.server), format!("{c:?}")] {
+            assert!(!shown.contains("jwt-0123456789"), "{shown}");
+            assert!(!shown.contains("scrape-me-secretly"), "{shown}");
+            assert!(shown.contains("[REDACTED]"), "{shown}");
+        }
     }
 
     #[track_caller]
