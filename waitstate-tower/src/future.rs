@@ -15,6 +15,7 @@ use waitstate_core::{Ending, Permit, Reason, Rejection, WaitForSlot};
 
 use crate::body::{Guard, ResponseBody};
 use crate::classify::{Classify, Outcome};
+use crate::trace;
 
 pub use waitstate_core::adapter::DRY_RUN_HEADER;
 
@@ -31,6 +32,7 @@ pin_project! {
     pub struct ResponseFuture<F, C, S, B> {
         #[pin]
         kind: Kind<F, C, S, B>,
+        span: trace::Span,
     }
 }
 
@@ -88,6 +90,7 @@ impl<F, C, S, B> ResponseFuture<F, C, S, B> {
         // Until the inner service answers, dropping this future means the client went away.
         permit.set_ending(Ending::Cancelled);
         Self {
+            span: trace::none(),
             kind: Kind::Allowed {
                 future: current::scoped(admission, future),
                 permit: Some(permit),
@@ -112,6 +115,7 @@ impl<F, C, S, B> ResponseFuture<F, C, S, B> {
         rejection: Box<dyn FnOnce(Rejection) -> Response<Bytes> + Send>,
     ) -> Self {
         Self {
+            span: trace::none(),
             kind: Kind::Waiting {
                 wait,
                 resume: Some(Resume {
@@ -129,14 +133,22 @@ impl<F, C, S, B> ResponseFuture<F, C, S, B> {
         }
     }
 
+    /// The request's span (feature `tracing`), in place of the one the constructor opened.
+    pub(crate) fn with_span(mut self, span: trace::Span) -> Self {
+        self.span = span;
+        self
+    }
+
     pub(crate) fn exempt(future: F) -> Self {
         Self {
+            span: trace::none(),
             kind: Kind::Exempt { future },
         }
     }
 
     pub(crate) fn rejected(response: Response<Bytes>) -> Self {
         Self {
+            span: trace::none(),
             kind: Kind::Rejected {
                 response: Some(response),
             },
@@ -168,6 +180,7 @@ where
     type Output = Result<Response<ResponseBody<B, C>>, E>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let _entered = trace::enter(&self.span);
         if let KindProj::Waiting {
             wait,
             resume,
@@ -197,6 +210,7 @@ where
                     permit.set_ending(Ending::Cancelled);
                     let admission =
                         waitstate_core::adapter::admission_for(&permit, weight).with_cohort(cohort);
+                    trace::admitted(&self.span, &admission);
                     let dry_run = admission.would_reject.filter(|_| dry_run_header);
                     if admission_extension {
                         request.extensions_mut().insert(admission.clone());

@@ -89,6 +89,7 @@ pub mod interceptor;
 mod layer;
 mod rejection;
 mod service;
+mod trace;
 mod view;
 
 pub use body::ResponseBody;

@@ -13,6 +13,7 @@ use crate::body::ResponseBody;
 use crate::classify::Classify;
 use crate::future::ResponseFuture;
 use crate::rejection::{MakeRejection, RejectionContext};
+use crate::trace;
 use crate::view::{HttpView, is_grpc};
 
 /// The service [`GateLayer`](crate::GateLayer) builds. Cheap to clone: the engine and the
@@ -87,9 +88,15 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let shared = &*self.shared;
-        match adapter::gate(&shared.waitstate, &shared.tagger, &HttpView(&req)) {
+        let verdict = adapter::gate(&shared.waitstate, &shared.tagger, &HttpView(&req));
+        if matches!(verdict, Verdict::Exempt) {
+            return ResponseFuture::exempt(self.inner.call(req));
+        }
+        let span = trace::start();
+        let future = match verdict {
             Verdict::Exempt => ResponseFuture::exempt(self.inner.call(req)),
             Verdict::Admitted { permit, admission } => {
+                trace::admitted(&span, &admission);
                 let dry = shared.dry_run_mark(&admission);
                 if shared.admission_extension {
                     req.extensions_mut().insert(admission.clone());
@@ -111,6 +118,7 @@ where
                 // The slow path: the request waits for a slot, then calls the inner service
                 // that was made ready for it (a clone takes its place here, as tower's docs
                 // advise for services called later).
+                trace::waiting(&span);
                 let clone = self.inner.clone();
                 let inner = std::mem::replace(&mut self.inner, clone);
                 let grpc = is_grpc(&req);
@@ -129,9 +137,11 @@ where
                 )
             }
             Verdict::Rejected(rejection) => {
+                trace::rejected(&span, &rejection);
                 ResponseFuture::rejected(render(&shared.rejection, rejection, is_grpc(&req)))
             }
-        }
+        };
+        future.with_span(span)
     }
 }
 

@@ -1,0 +1,86 @@
+//! The optional span per gated request (feature `tracing`): `waitstate.gate` at DEBUG on
+//! target `waitstate::request`, with the request's tag, its priority, the decision
+//! (`admitted`, `waiting`, `rejected`) and the rejection's reason. The response future
+//! enters it on every poll, so the inner service's own events nest under it.
+//!
+//! With the feature off it is a zero-sized stand-in; with the feature on and the level off
+//! a disabled span is a `Span::none()`: one check of the callsite's cached interest.
+
+#[cfg(feature = "tracing")]
+mod imp {
+    use tracing::field::Empty;
+    use waitstate_core::Rejection;
+    use waitstate_core::tagger::Admission;
+
+    /// The request's span (`Span::none()` when the level is off).
+    pub(crate) type Span = tracing::Span;
+
+    pub(crate) fn none() -> Span {
+        tracing::Span::none()
+    }
+
+    pub(crate) fn start() -> Span {
+        tracing::debug_span!(
+            target: "waitstate::request",
+            "waitstate.gate",
+            tag = Empty,
+            priority = Empty,
+            decision = Empty,
+            reason = Empty,
+        )
+    }
+
+    pub(crate) fn admitted(span: &Span, admission: &Admission) {
+        if !span.is_none() {
+            span.record("tag", admission.tag.as_str());
+            span.record("priority", admission.tag.priority());
+            span.record("decision", "admitted");
+        }
+    }
+
+    pub(crate) fn waiting(span: &Span) {
+        span.record("decision", "waiting");
+    }
+
+    pub(crate) fn rejected(span: &Span, rejection: &Rejection) {
+        if !span.is_none() {
+            span.record("tag", rejection.tag());
+            span.record("priority", rejection.priority());
+            span.record("decision", "rejected");
+            span.record("reason", rejection.reason().as_str());
+        }
+    }
+
+    /// Enter for the length of one poll.
+    pub(crate) fn enter(span: &Span) -> tracing::span::EnteredSpan {
+        span.clone().entered()
+    }
+}
+
+#[cfg(not(feature = "tracing"))]
+mod imp {
+    use waitstate_core::Rejection;
+    use waitstate_core::tagger::Admission;
+
+    /// No span: the feature is off.
+    #[derive(Clone, Copy, Debug, Default)]
+    pub(crate) struct Span;
+
+    pub(crate) fn none() -> Span {
+        Span
+    }
+
+    pub(crate) fn start() -> Span {
+        Span
+    }
+
+    pub(crate) fn admitted(_: &Span, _: &Admission) {}
+
+    pub(crate) fn waiting(_: &Span) {}
+
+    pub(crate) fn rejected(_: &Span, _: &Rejection) {}
+
+    pub(crate) fn enter(_: &Span) {}
+}
+
+pub(crate) use imp::*;
