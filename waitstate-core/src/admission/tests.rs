@@ -73,7 +73,7 @@ fn drive_with_spikes(
                 windows += 1;
                 let h = windows.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 44;
                 let mut noise = 0.9 + 0.2 * (h % 1000) as f64 / 1000.0;
-                if spikes.is_some_and(|every| (h >> 10) % every == 0) {
+                if spikes.is_some_and(|every| (h >> 10).is_multiple_of(every)) {
                     noise *= 1.5 + 0.3 * ((h >> 20) % 100) as f64 / 100.0;
                 }
                 let w = Window {
