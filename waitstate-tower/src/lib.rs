@@ -74,6 +74,7 @@
 //! | `tonic` | no | `GateInterceptor`, a tonic interceptor; the peer address from tonic's `TcpConnectInfo` |
 //! | `client` | no | the `client` module: `ClientLayer` and `RetryPolicy` carry the tag downstream, honour pushback, throttle adaptively, retry within a budget |
 //! | `reqwest` | no | `ClientMiddleware` for `reqwest-middleware` (implies `client`) |
+//! | `tracing` | no | a `tracing` span per gated request (`waitstate.gate` at DEBUG: tag, priority, decision, reason) |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod body;
