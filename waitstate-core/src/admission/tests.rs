@@ -153,6 +153,33 @@ fn host_hiccups_do_not_raise_the_baseline() {
 }
 
 #[test]
+fn a_hiccup_of_a_few_seconds_is_forgotten_within_seconds() {
+    // Two seconds in which everything reads 1.6x slow (CPU contention on the host: for that
+    // long it looks exactly like the backend slowing, and may be learned as such). Once it
+    // is over, the baseline and the limit come back within a few seconds: no long stretch
+    // of extra queueing.
+    let mut l = LearnedLimit::new(LimitSettings::default());
+    drive(&mut l, POOL_OF_10, None, Duration::ZERO, 30);
+    let hiccup = Backend {
+        service_ms: 80.0,
+        ..POOL_OF_10
+    };
+    drive(&mut l, hiccup, None, Duration::from_secs(30), 2);
+    let after = drive(&mut l, POOL_OF_10, None, Duration::from_secs(32), 20);
+    let b = l.baseline().unwrap().as_secs_f64() * 1000.0;
+    assert!(
+        (44.0..=60.0).contains(&b),
+        "baseline {b} ms, limits {after:?}"
+    );
+    // From 5 s after the hiccup, the limit is back near the knee.
+    let settled = &after[50..];
+    assert!(
+        settled.iter().all(|l| (8..=18).contains(l)),
+        "limits after the hiccup: {after:?}"
+    );
+}
+
+#[test]
 fn the_limit_follows_a_backend_that_doubles() {
     let mut l = LearnedLimit::new(LimitSettings::default());
     drive(&mut l, POOL_OF_10, None, Duration::ZERO, 30);
