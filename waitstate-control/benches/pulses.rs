@@ -15,7 +15,12 @@
 //! pinned to one core, with the configuration `--print-config` gives, and this generator on
 //! the other, and reads the server's own CPU time per pulse.
 //!
-//! Options: `--url URL`, `--instances N` (1000), `--duration SECS` (10),
+//! Replicas over Redis: `--url URL1,URL2` sends pulse n to URL n mod 2 (an instance's
+//! pulses alternate between the replicas); `--redis URL` adds `redis_url` to the printed
+//! configuration, and without `--url` starts `--replicas N` (1) replicas over it in this
+//! process. `bench/replicas.sh` runs two release replicas and Redis as processes.
+//!
+//! Options: `--url URL[,URL...]`, `--instances N` (1000), `--duration SECS` (10),
 //! `--concurrency N` (32), `--threads N` (generator threads, 1), `--print-config`,
 //! `--no-budget` (leave out the fleet-wide rate limit), `--ready-file PATH` (written when registration ends and the measured part begins).
 
@@ -31,7 +36,8 @@ const SK: &str = "sk_bench_secret";
 
 /// The control plane's configuration for the run (`listen` is replaced by the caller). With
 /// `budget`, a fleet-wide rate limit is in force, so every answer splits it by demand.
-fn config_toml(listen: &str, budget: bool) -> String {
+fn config_toml(listen: &str, budget: bool, redis: Option<&str>) -> String {
+    let redis = redis.map_or(String::new(), |url| format!("redis_url = \"{url}\"\n"));
     let budget = if budget {
         "[[rules]]\nrule = \"when rps >= 0 then limit free to 1000/s\"\n"
     } else {
@@ -51,7 +57,7 @@ rule = "when error_rate > 5% then throttle pro to 50%"
 [server]
 listen = "{listen}"
 max_instances = 20000
-
+{redis}
 [[keys]]
 publish_key = "{PK}"
 secret_key = "{SK}"
@@ -70,6 +76,8 @@ struct Args {
     print_config: bool,
     no_budget: bool,
     ready_file: Option<String>,
+    redis: Option<String>,
+    replicas: usize,
 }
 
 fn args() -> Result<Args, String> {
@@ -82,6 +90,8 @@ fn args() -> Result<Args, String> {
         print_config: false,
         no_budget: false,
         ready_file: None,
+        redis: None,
+        replicas: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -96,6 +106,8 @@ fn args() -> Result<Args, String> {
             "--print-config" => a.print_config = true,
             "--no-budget" => a.no_budget = true,
             "--ready-file" => a.ready_file = Some(value()?),
+            "--redis" => a.redis = Some(value()?),
+            "--replicas" => a.replicas = num(value()?)?.clamp(1, 16) as usize,
             // `cargo bench` passes `--bench`; criterion-style filters are ignored too.
             "--bench" => {}
             other if !other.starts_with("--") => {}
@@ -162,10 +174,12 @@ struct Tally {
 
 async fn send(
     client: &reqwest::Client,
-    url: &str,
+    urls: &[String],
     i: u64,
     seq: u64,
 ) -> Result<reqwest::StatusCode, reqwest::Error> {
+    // An instance's pulses go to the replicas in turn.
+    let url = &urls[((i + seq) % urls.len() as u64) as usize];
     let ts = wall_ms();
     let body = pulse_body(i, seq, ts);
     let ts = ts.to_string();
@@ -188,7 +202,7 @@ async fn send(
 /// Pulses from `concurrency` workers until `until`; latencies (µs) of the accepted ones.
 async fn drive(
     client: reqwest::Client,
-    url: Arc<str>,
+    url: Arc<[String]>,
     instances: u64,
     concurrency: usize,
     until: tokio::time::Instant,
@@ -230,21 +244,26 @@ async fn drive(
 }
 
 async fn bench(a: Args) -> Result<(), String> {
-    let mut _server: Option<ControlServer> = None;
-    let base = match &a.url {
-        Some(u) => u.trim_end_matches('/').to_owned(),
+    let mut _servers: Vec<ControlServer> = Vec::new();
+    let bases: Vec<String> = match &a.url {
+        Some(u) => u
+            .split(',')
+            .map(|u| u.trim().trim_end_matches('/').to_owned())
+            .collect(),
         None => {
-            let config = ControlConfig::from_toml_str(&config_toml("127.0.0.1:0", !a.no_budget))
-                .map_err(|e| e.to_string())?;
-            let server = ControlServer::bind(config)
-                .await
-                .map_err(|e| e.to_string())?;
-            let url = server.url();
-            _server = Some(server);
-            url
+            let text = config_toml("127.0.0.1:0", !a.no_budget, a.redis.as_deref());
+            let config = ControlConfig::from_toml_str(&text).map_err(|e| e.to_string())?;
+            for _ in 0..a.replicas {
+                let server = ControlServer::bind(config.clone())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                _servers.push(server);
+            }
+            _servers.iter().map(ControlServer::url).collect()
         }
     };
-    let url: Arc<str> = format!("{base}/v1/pulse").into();
+    let base = bases.join(",");
+    let url: Arc<[String]> = bases.iter().map(|b| format!("{b}/v1/pulse")).collect();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(a.concurrency)
         .build()
@@ -334,7 +353,10 @@ fn main() -> std::process::ExitCode {
         }
     };
     if a.print_config {
-        print!("{}", config_toml("127.0.0.1:7700", !a.no_budget));
+        print!(
+            "{}",
+            config_toml("127.0.0.1:7700", !a.no_budget, a.redis.as_deref())
+        );
         return std::process::ExitCode::SUCCESS;
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()

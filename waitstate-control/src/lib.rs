@@ -19,8 +19,14 @@
 //! tags below it), then our extensions. `limit <tag> to N/s` is fleet-wide: each instance
 //! gets its share of N by recent demand. Instances that stop pulsing age out.
 //!
-//! Telemetry is held in memory; a restarted control plane starts empty and fills up again
-//! from the next pulses.
+//! Telemetry is held in memory by default (one replica; a restart starts empty and fills
+//! up again from the next pulses). With the `redis` feature and `[server] redis_url`, any
+//! number of replicas share one fleet state in Redis and a restart resumes where it was:
+//! see the `store` module's docs (`src/store.rs`) for how, and why.
+//!
+//! | feature | what |
+//! |---|---|
+//! | `redis` | fleet state in Redis (`redis` crate, tokio `ConnectionManager`): replicas, restarts that lose nothing |
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {

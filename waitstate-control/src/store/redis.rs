@@ -12,7 +12,7 @@
 //! | `P:{S}:fresh` | hash | the same, of single-window pulses: what the rules read |
 //! | `P:{S}:custom` | list | custom metrics since the last window (JSON, taken by the evaluator) |
 //! | `P:{S}:inst` | hash | instance → last pulse (epoch ms) and in-flight gauges |
-//! | `P:{S}:d:<n>` | hash | demand per instance and tag in time bucket `n` (expires) |
+//! | `P:{S}:d:<n>:<tag>` | hash | a tag's demand per instance in time bucket `n` (expires) |
 //! | `P:{S}:meta` | hash | `pulses` |
 //! | `P:{S}:state` | string | the published [`FleetState`] (JSON) |
 //! | `P:{S}:hist` | list | the last `redis_history` windows ([`Sample`], JSON) |
@@ -39,7 +39,7 @@ use waitstate_core::{
 use super::codec::{
     Counts, Demand, FleetState, InstanceRecord, RuleRecord, SEP, Sample, read_fields,
 };
-use super::writer::{Job, MAX_BATCH, writer};
+use super::writer::{Job, MAX_BATCH, demand_key, writer};
 use crate::config::{ControlConfig, ServerConfig};
 use crate::fleet::{self, IngestError, ShardView, add_to, for_rules_now};
 use crate::metrics::{FleetStats, ShardStats};
@@ -200,6 +200,9 @@ struct Eval {
     seq: u64,
     /// Fed a window that was not published: rebuild from the history.
     dirty: bool,
+    /// The evaluator's copy of closed demand buckets (bucket, tag): read once, not every
+    /// window (10,000 instances make them large).
+    demand: BTreeMap<(u64, String), HashMap<String, u64>>,
 }
 
 /// A shard as this replica last read it.
@@ -482,6 +485,7 @@ impl RedisStore {
                     })?,
                     seq: 0,
                     dirty: false,
+                    demand: BTreeMap::new(),
                 }),
             };
             self.catch_up(&mut conn, &k, eval, state.as_ref().map_or(0, |s| s.seq))
@@ -614,6 +618,7 @@ impl RedisStore {
             reflex,
             seq: target,
             dirty: false,
+            demand: std::mem::take(&mut eval.demand),
         };
         Ok(())
     }
@@ -682,7 +687,14 @@ impl RedisStore {
         eval.seq = sample.seq;
         let rules: Vec<RuleRecord> = eval.reflex.status().iter().map(RuleRecord::of).collect();
         let demand = self
-            .demand(conn, k, now_ms, &live, policy.tag_rate_limits.keys())
+            .demand(
+                conn,
+                k,
+                now_ms,
+                &live,
+                policy.tag_rate_limits.keys(),
+                &mut eval.demand,
+            )
             .await?;
         let state = FleetState {
             seq: sample.seq,
@@ -720,7 +732,8 @@ impl RedisStore {
         }
     }
 
-    /// Per budgeted tag, the recent demand of every live instance.
+    /// Per budgeted tag, the recent demand of every live instance. Buckets closed for a
+    /// whole bucket are read once and kept in `cache`; the last two are read each window.
     async fn demand<'a>(
         &self,
         conn: &mut ConnectionManager,
@@ -728,35 +741,49 @@ impl RedisStore {
         now_ms: u64,
         live: &HashMap<String, InstanceRecord>,
         tags: impl Iterator<Item = &'a String>,
+        cache: &mut BTreeMap<(u64, String), HashMap<String, u64>>,
     ) -> RedisResult<BTreeMap<String, Demand>> {
         let tags: Vec<&String> = tags.collect();
-        let mut out = BTreeMap::new();
-        if tags.is_empty() {
-            return Ok(out);
-        }
         let window = ms(self.server().demand_window);
         let last = now_ms / self.bucket_ms;
         let first = now_ms.saturating_sub(window) / self.bucket_ms;
+        cache.retain(|(b, _), _| *b >= first);
         let mut pipe = redis::pipe();
-        for b in first..=last {
-            pipe.hgetall(format!("{}{b}", k.demand));
-        }
-        let buckets: Vec<HashMap<String, String>> = pipe.query_async(conn).await?;
-        for tag in tags {
-            out.insert(tag.clone(), Demand::default());
-        }
-        for bucket in buckets {
-            for (field, n) in bucket {
-                let Some((inst, tag)) = field.split_once(SEP) else {
-                    continue;
-                };
-                let (Some(d), true) = (out.get_mut(tag), live.contains_key(inst)) else {
-                    continue;
-                };
-                let n = n.parse::<u64>().unwrap_or(0);
-                add_to(d.by.entry(inst.to_owned()).or_insert(0), n);
-                add_to(&mut d.total, n);
+        let mut wanted = Vec::new();
+        for tag in &tags {
+            for b in first..=last {
+                let key = (b, (*tag).clone());
+                if b + 2 > last || !cache.contains_key(&key) {
+                    pipe.hgetall(demand_key(k, b, tag));
+                    wanted.push(key);
+                }
             }
+        }
+        if !wanted.is_empty() {
+            let read: Vec<HashMap<String, String>> = pipe.query_async(conn).await?;
+            for (key, hash) in wanted.into_iter().zip(read) {
+                let parsed = hash
+                    .into_iter()
+                    .map(|(inst, n)| (inst, n.parse::<u64>().unwrap_or(0)))
+                    .collect();
+                cache.insert(key, parsed);
+            }
+        }
+        let mut out = BTreeMap::new();
+        for tag in tags {
+            let mut d = Demand::default();
+            for b in first..=last {
+                let Some(hash) = cache.get(&(b, tag.clone())) else {
+                    continue;
+                };
+                for (inst, n) in hash {
+                    if live.contains_key(inst) {
+                        add_to(d.by.entry(inst.clone()).or_insert(0), *n);
+                        add_to(&mut d.total, *n);
+                    }
+                }
+            }
+            out.insert(tag.clone(), d);
         }
         Ok(out)
     }

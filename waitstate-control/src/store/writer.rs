@@ -14,7 +14,7 @@ use tracing::error;
 use waitstate_core::names::DEFAULT_TAG;
 use waitstate_core::{Aggregate, TagCounters};
 
-use super::codec::{InstanceRecord, SEP, fields, weight_field};
+use super::codec::{InstanceRecord, fields, weight_field};
 use super::redis::{Health, ShardKey, ShardKeys, member};
 use crate::fleet::{self, RULE_FEED_CAP, add_to};
 
@@ -152,17 +152,15 @@ impl Batch {
                     .collect();
                 pipe.hset_multiple(&k.inst, &items).ignore();
             }
-            let mut buckets: Vec<u64> = Vec::new();
+            let mut buckets: Vec<String> = Vec::new();
             for ((bucket, inst, tag), n) in &b.demand {
-                let key = format!("{}{bucket}", k.demand);
-                pipe.hincr(&key, format!("{inst}{SEP}{tag}"), (*n).min(RULE_FEED_CAP))
-                    .ignore();
-                if !buckets.contains(bucket) {
-                    buckets.push(*bucket);
+                let key = demand_key(&k, *bucket, tag);
+                pipe.hincr(&key, inst, (*n).min(RULE_FEED_CAP)).ignore();
+                if !buckets.contains(&key) {
+                    buckets.push(key);
                 }
             }
-            for bucket in buckets {
-                let key = format!("{}{bucket}", k.demand);
+            for key in buckets {
                 pipe.pexpire(&key, i64::try_from(demand_ttl_ms).unwrap_or(i64::MAX))
                     .ignore();
             }
@@ -170,6 +168,11 @@ impl Batch {
         }
         pipe
     }
+}
+
+/// The hash of a tag's demand in a time bucket: instance → requests offered.
+pub(super) fn demand_key(k: &ShardKeys, bucket: u64, tag: &str) -> String {
+    format!("{}{bucket}:{tag}", k.demand)
 }
 
 /// The writer: takes pulses as they come, merges what waits, writes it in one pipeline,
