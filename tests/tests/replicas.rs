@@ -227,6 +227,9 @@ async fn two_replicas_fire_the_fleet_rule_once_as_one_replica_does() {
     let (first_paired, flips_paired) = first_and_flips(&paired);
     let first_alone = first_alone.expect("one replica never blocked free");
     let first_paired = first_paired.expect("two replicas never blocked free");
+    eprintln!(
+        "slow from window 10: one replica blocks free from window {first_alone}, two from {first_paired}"
+    );
     assert!(
         first_alone >= 10,
         "fired before the slow requests: {alone:?}"
