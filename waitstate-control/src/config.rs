@@ -684,6 +684,29 @@ rule = "when p95_latency > 500ms then block free"
         }
     }
 
+    #[test]
+    fn redis_settings_are_checked() {
+        let with =
+            |extra: &str| GOOD.replace("lease = \"60s\"", &format!("lease = \"60s\"\n{extra}"));
+        let bad_url = ControlConfig::from_toml_str(&with("redis_url = \"http://r:6379\""));
+        assert_eq!(bad_url.unwrap_err().key, "server.redis_url");
+        let bad_prefix = ControlConfig::from_toml_str(&with("redis_prefix = \"a b\""));
+        assert_eq!(bad_prefix.unwrap_err().key, "server.redis_prefix");
+        let bad_history = ControlConfig::from_toml_str(&with("redis_history = 1"));
+        assert_eq!(bad_history.unwrap_err().key, "server.redis_history");
+        let url = ControlConfig::from_toml_str(&with("redis_url = \"redis://:pw@r:6379/0\""));
+        if cfg!(feature = "redis") {
+            let c = url.unwrap();
+            assert!(
+                !format!("{c:?}").contains("pw@"),
+                "the URL may hold a password"
+            );
+        } else {
+            let e = url.unwrap_err();
+            assert!(e.message.contains("--features redis"), "{e}");
+        }
+    }
+
     #[track_caller]
     fn fails(text: &str, key: &str, line: usize) {
         let e = ControlConfig::from_toml_str(text).unwrap_err();
