@@ -25,8 +25,11 @@ const START_MS: u64 = 1_900_000_000_000;
 const SLOW_RULE: &str = "when p95_latency of free > 500ms then block free";
 const BUDGET_RULE: &str = "when rps >= 0 then limit free to 100/s";
 
-/// Replicas of one control plane, over one Redis, on one injected clock.
+/// Replicas of one control plane, over one Redis, on one injected clock (or one replica in
+/// memory, in virtual time).
 struct Fleet {
+    /// In memory, on tokio's paused clock (which [`Fleet::advance`] steps too).
+    memory: bool,
     clock: Arc<AtomicU64>,
     config: ControlConfig,
     replicas: Vec<Option<ControlServer>>,
@@ -60,6 +63,7 @@ fn traffic(tag: &'static str, n: u64, ms: u64) -> Traffic {
 impl Fleet {
     async fn new(config: ControlConfig, replicas: usize) -> Self {
         let mut fleet = Self {
+            memory: config.server.redis_url.is_none(),
             clock: Arc::new(AtomicU64::new(START_MS)),
             config,
             replicas: Vec::new(),
@@ -95,8 +99,11 @@ impl Fleet {
         self.replicas.iter().flatten()
     }
 
-    fn advance(&self, ms: u64) {
+    async fn advance(&self, ms: u64) {
         self.clock.fetch_add(ms, Relaxed);
+        if self.memory {
+            tokio::time::advance(Duration::from_millis(ms)).await;
+        }
     }
 
     /// Close a window: every live replica steps (the evaluator publishes), then the others
@@ -106,7 +113,7 @@ impl Fleet {
             r.state().step().await;
         }
         for r in self.live() {
-            if r.state().store_health() != Some((true, true)) {
+            if r.state().store_health().is_some_and(|h| h != (true, true)) {
                 r.state().step().await;
             }
         }
@@ -183,7 +190,7 @@ async fn slow_scenario(fleet: &Fleet, windows: usize) -> Vec<bool> {
     let mut blocked = Vec::new();
     let n = fleet.replicas.len();
     for w in 0..windows {
-        fleet.advance(1000);
+        fleet.advance(1000).await;
         for i in 0..3 {
             let slow = w >= 10 && i == 0;
             let load = [
@@ -214,6 +221,24 @@ fn first_and_flips(blocked: &[bool]) -> (Option<usize>, usize) {
     (first, flips)
 }
 
+/// The same scenario on one replica in memory (the default, no Redis), in virtual time.
+fn in_memory(windows: usize) -> Vec<bool> {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let config = common::fleet_config("pulse_interval = \"1s\"", "5s", SLOW_RULE);
+            let fleet = Fleet::new(config, 1).await;
+            slow_scenario(&fleet, windows).await
+        })
+    })
+    .join()
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_fire_the_fleet_rule_once_as_one_replica_does() {
     let Some(redis) = RedisServer::start("two_replicas_fire_the_fleet_rule_once") else {
@@ -223,12 +248,20 @@ async fn two_replicas_fire_the_fleet_rule_once_as_one_replica_does() {
     let two = Fleet::new(config(&redis, "two", SLOW_RULE), 2).await;
     let alone = slow_scenario(&one, 25).await;
     let paired = slow_scenario(&two, 25).await;
+    let memory = in_memory(25);
+    let (first_memory, flips_memory) = first_and_flips(&memory);
+    let first_memory = first_memory.expect("one replica in memory never blocked free");
     let (first_alone, flips_alone) = first_and_flips(&alone);
     let (first_paired, flips_paired) = first_and_flips(&paired);
     let first_alone = first_alone.expect("one replica never blocked free");
     let first_paired = first_paired.expect("two replicas never blocked free");
     eprintln!(
-        "slow from window 10: one replica blocks free from window {first_alone}, two from {first_paired}"
+        "slow from window 10: one replica in memory blocks free from window {first_memory}, \
+         one over Redis from {first_alone}, two from {first_paired}"
+    );
+    assert!(
+        first_alone.abs_diff(first_memory) <= 1 && flips_memory == 1,
+        "in memory: {memory:?}\nover Redis: {alone:?}"
     );
     assert!(
         first_alone >= 10,
@@ -260,7 +293,7 @@ async fn a_fleet_budget_is_split_once_and_tokens_and_replays_are_shared() {
     let demand = [10u64, 20, 30];
     let mut last: Vec<Policy> = Vec::new();
     for w in 0..8 {
-        fleet.advance(1000);
+        fleet.advance(1000).await;
         last.clear();
         for (i, n) in demand.iter().enumerate() {
             let p = fleet
@@ -356,7 +389,7 @@ async fn a_replica_killed_mid_incident_loses_nothing_and_the_other_takes_over() 
     let mut fleet = Fleet::new(config(&redis, "kill", SLOW_RULE), 2).await;
     let mut sent = 0u64;
     for w in 0..14 {
-        fleet.advance(1000);
+        fleet.advance(1000).await;
         for i in 0..3 {
             let load = [traffic("free", 10, if i == 0 { 900 } else { 20 })];
             fleet
@@ -374,7 +407,7 @@ async fn a_replica_killed_mid_incident_loses_nothing_and_the_other_takes_over() 
     fleet.replicas[dead] = None;
     let mut took_over = false;
     for w in 14..200 {
-        fleet.advance(1000);
+        fleet.advance(1000).await;
         for i in 0..3 {
             let load = [traffic("free", 10, if i == 0 { 900 } else { 20 })];
             // What an SDK with both URLs does: the dead one fails, the next one is tried.
@@ -415,7 +448,7 @@ async fn the_only_replica_restarted_mid_incident_is_still_firing() {
     let rule = "when p95_latency of free > 500ms for 3s then block free";
     let mut fleet = Fleet::new(config(&redis, "restart", rule), 1).await;
     for _ in 0..12 {
-        fleet.advance(1000);
+        fleet.advance(1000).await;
         for i in 0..3 {
             let load = [traffic("free", 10, if i == 0 { 900 } else { 20 })];
             fleet.pulse(0, &format!("i{i}"), &load).await.unwrap();
@@ -439,7 +472,7 @@ async fn the_only_replica_restarted_mid_incident_is_still_firing() {
     assert_eq!(after.tags["free"].admitted, before.tags["free"].admitted);
     // And it goes on evaluating: still slow, still firing.
     for _ in 0..3 {
-        fleet.advance(1000);
+        fleet.advance(1000).await;
         for i in 0..3 {
             let load = [traffic("free", 10, if i == 0 { 900 } else { 20 })];
             let p = fleet.pulse(again, &format!("i{i}"), &load).await.unwrap();
@@ -474,7 +507,7 @@ async fn redis_stopped_for_30s_keeps_the_last_policy_and_catches_up() {
     let mut sent = 0u64;
     let load = |i: usize| [traffic("free", 10, if i == 0 { 900 } else { 20 })];
     for w in 0..12 {
-        fleet.advance(1000);
+        fleet.advance(1000).await;
         for i in 0..3 {
             fleet
                 .pulse((w + i) % 2, &format!("i{i}"), &load(i))
@@ -489,7 +522,7 @@ async fn redis_stopped_for_30s_keeps_the_last_policy_and_catches_up() {
 
     redis.stop();
     for w in 0..30 {
-        fleet.advance(1000);
+        fleet.advance(1000).await;
         for i in 0..3 {
             let p = fleet
                 .pulse((w + i) % 2, &format!("i{i}"), &load(i))
@@ -509,7 +542,7 @@ async fn redis_stopped_for_30s_keeps_the_last_policy_and_catches_up() {
     redis.restart();
     // Within two pulses: the carried telemetry written, the fleet evaluated again.
     for _ in 0..2 {
-        fleet.advance(1000);
+        fleet.advance(1000).await;
         for i in 0..3 {
             fleet
                 .pulse(i % 2, &format!("i{i}"), &load(i))
