@@ -22,6 +22,33 @@
 //! window (as a pulse carrying old windows is). If a replica dies while Redis is away, what
 //! it held is lost.
 
+//!
+//! ## Why so
+//!
+//! - **A lease, and the same rules everywhere.** A window must be closed at one moment for
+//!   the whole fleet: replicas that each read the shared counters at their own moment
+//!   would each see a different window and could decide differently, so one replica (the
+//!   lease holder) closes it and publishes what it read. The fencing token, checked by
+//!   Redis in the same script that publishes, makes a deposed evaluator harmless (a pause
+//!   longer than the lease, a partition), which a lease alone does not. Beyond that the
+//!   evaluation is deterministic: the rules are the SDK's [`Reflex`](waitstate_core::Reflex),
+//!   fed the same windows at the same times on every replica, so any replica can take over
+//!   at the next tick with the same states, and a restarted one rebuilds them by replaying
+//!   the history (600 windows by default: 10 minutes at the default tick, more than any
+//!   window, `for` and cool-down in practice). Shipping the rule states themselves would
+//!   need a serialized form of the evaluator's internals; replaying its inputs needs none.
+//! - **Writes on the pulse path, reads off it.** A pulse waits for one pipelined write
+//!   (shared with every pulse that arrived meanwhile), so a replica killed after answering
+//!   has lost nothing; answers come from the state read once per tick, so the pulse path
+//!   never reads Redis, and Redis being away does not stop answers.
+//! - **The client: the `redis` crate** (redis-rs, the most used Rust client, maintained by
+//!   the Redis company), its tokio `ConnectionManager`: one multiplexed connection per
+//!   replica that pipelines concurrent calls and reconnects by itself, scripts (`EVALSHA`
+//!   with a fallback to `EVAL`), no pool to size. `fred` is as well kept and does more
+//!   (cluster, sentinel, pooling), none of which one Redis needs.
+//! - Not covered: Redis Cluster (the keys of a shard share a hash tag, `{org␟site}`, but the
+//!   lease and the shard set do not), and `max_instances` is not enforced across replicas.
+
 #[cfg(feature = "redis")]
 mod codec;
 #[cfg(feature = "redis")]
