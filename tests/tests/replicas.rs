@@ -564,3 +564,31 @@ async fn redis_stopped_for_30s_keeps_the_last_policy_and_catches_up() {
     let pulses = fleet.replica(0).state().shard(ORG, "").unwrap().pulses;
     assert_eq!(pulses, seq_before + 96, "every pulse counted once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_instance_cap_holds_for_the_fleet_not_per_replica() {
+    let Some(redis) = RedisServer::start("the_instance_cap_holds_for_the_fleet") else {
+        return;
+    };
+    let mut config = config(&redis, "cap", SLOW_RULE);
+    config.server.max_instances = 2;
+    let fleet = Fleet::new(config, 2).await;
+    let load = [traffic("free", 1, 20)];
+    fleet.advance(1000).await;
+    // One instance on each replica: each replica alone is under the cap.
+    fleet.pulse(0, "i0", &load).await.unwrap();
+    fleet.pulse(1, "i1", &load).await.unwrap();
+    fleet.step().await;
+    fleet.advance(1000).await;
+    for r in 0..2 {
+        let third = fleet.pulse(r, "i2", &load).await;
+        assert_eq!(
+            third.err(),
+            Some(429),
+            "replica {r} let a third instance in"
+        );
+        // The two known instances still pulse, to either replica.
+        fleet.pulse(r, "i0", &load).await.unwrap();
+        fleet.pulse(r, "i1", &load).await.unwrap();
+    }
+}

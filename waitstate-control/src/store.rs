@@ -46,8 +46,11 @@
 //!   replica that pipelines concurrent calls and reconnects by itself, scripts (`EVALSHA`
 //!   with a fallback to `EVAL`), no pool to size. `fred` is as well kept and does more
 //!   (cluster, sentinel, pooling), none of which one Redis needs.
+//! - Caps: `max_instances` is checked against the live instances the evaluator last
+//!   counted (a new instance is refused once the fleet is full, with one `HEXISTS` then
+//!   only); `max_sites` against the shards this replica knows.
 //! - Not covered: Redis Cluster (the keys of a shard share a hash tag, `{org␟site}`, but the
-//!   lease and the shard set do not), and `max_instances` is not enforced across replicas.
+//!   lease and the shard set do not).
 
 #[cfg(feature = "redis")]
 mod codec;

@@ -397,6 +397,19 @@ impl RedisStore {
                 }
             }
         }
+        // At the instance cap (of the whole fleet, as the evaluator last counted it), a new
+        // instance is refused; one Redis read, only then.
+        if let Some(c) = cached
+            && c.state.instances >= self.server().max_instances
+            && self.health.may_try()
+        {
+            let k = ShardKeys::new(&self.prefix, &shard);
+            let known: RedisResult<bool> =
+                self.conn.clone().hexists(&k.inst, &body.instance_id).await;
+            if let Ok(false) = known {
+                return Err(IngestError::Full("instances"));
+            }
+        }
         let (done, written) = oneshot::channel();
         let job = Job {
             shard: shard.clone(),
