@@ -8,7 +8,7 @@ use waitstate_tests::control as common;
 use std::time::Duration;
 
 use common::{ORG, PK, SK};
-use waitstate_core::{ControlPlane, Demand, WaitState};
+use waitstate_core::{ControlPlane, WaitState};
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -18,14 +18,9 @@ fn admitted(state: &waitstate_control::AppState) -> u64 {
         .map_or(0, |v| v.tags.get("free").map_or(0, |c| c.admitted))
 }
 
+/// One `free` request, ended at once; whether it was admitted.
 fn request(ws: &WaitState) -> bool {
-    match ws.engine().admit(&Demand::new("free"), Duration::ZERO) {
-        Ok(ticket) => {
-            ticket.finish(Duration::from_millis(20), false);
-            true
-        }
-        Err(_) => false,
-    }
+    ws.admit("free", 1.0).is_ok()
 }
 
 #[tokio::test(start_paused = true)]
