@@ -80,7 +80,13 @@ mod imp {
 
     pub(crate) fn rejected(_: &Span, _: &Rejection) {}
 
-    pub(crate) fn enter(_: &Span) {}
+    /// What `enter` returns: nothing to exit.
+    #[derive(Debug)]
+    pub(crate) struct Entered;
+
+    pub(crate) fn enter(_: &Span) -> Entered {
+        Entered
+    }
 }
 
 pub(crate) use imp::*;
