@@ -346,13 +346,49 @@ impl ControlConfig {
         let part: ControlPart = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
         let engine_text = blank_control_sections(text);
         let engine = Config::from_toml_str(&engine_text).map_err(|e| engine_error(text, &e))?;
-        let c = Self {
+        let mut c = Self {
             server: part.server.unwrap_or_default(),
             keys: part.keys,
             engine,
         };
+        c.resolve_secrets(text)?;
         c.validate(text)?;
         Ok(c)
+    }
+
+    /// Secrets may live outside the file: `env:NAME` reads the environment variable `NAME`,
+    /// `file:/path` reads the file (a trailing newline dropped), for every secret: the keys'
+    /// `secret_key`, and `jwt_secret`, `metrics_token` and `redis_url` in `[server]`.
+    /// Errors name the key and the variable or path, never a value.
+    fn resolve_secrets(&mut self, text: &str) -> Result<(), ConfigFileError> {
+        let resolve = |key: String, value: &mut String| -> Result<(), ConfigFileError> {
+            match resolve_secret(value) {
+                Ok(Some(secret)) => {
+                    *value = secret;
+                    Ok(())
+                }
+                Ok(None) => Ok(()),
+                Err(message) => Err(ConfigFileError {
+                    line: line_of(text, &key),
+                    key,
+                    message,
+                }),
+            }
+        };
+        for (i, k) in self.keys.iter_mut().enumerate() {
+            resolve(format!("keys[{i}].secret_key"), &mut k.secret_key)?;
+        }
+        let s = &mut self.server;
+        for (name, value) in [
+            ("jwt_secret", &mut s.jwt_secret),
+            ("metrics_token", &mut s.metrics_token),
+            ("redis_url", &mut s.redis_url),
+        ] {
+            if let Some(v) = value.as_mut() {
+                resolve(format!("server.{name}"), v)?;
+            }
+        }
+        Ok(())
     }
 
     /// The organisation of a publish key.
@@ -641,6 +677,31 @@ fn line_of(text: &str, key: &str) -> Option<usize> {
     header_line
 }
 
+/// `env:NAME` or `file:/path`: the secret it names (`Ok(None)`: a literal value).
+fn resolve_secret(value: &str) -> Result<Option<String>, String> {
+    if let Some(name) = value.strip_prefix("env:") {
+        return match std::env::var(name) {
+            Ok(v) if !v.is_empty() => Ok(Some(v)),
+            Ok(_) => Err(format!("the environment variable `{name}` is empty")),
+            Err(_) => Err(format!("the environment variable `{name}` is not set")),
+        };
+    }
+    if let Some(path) = value.strip_prefix("file:") {
+        return match std::fs::read_to_string(path) {
+            Ok(v) => {
+                let v = v.trim_end_matches(['\n', '\r']).to_owned();
+                if v.is_empty() {
+                    Err(format!("the file `{path}` is empty"))
+                } else {
+                    Ok(Some(v))
+                }
+            }
+            Err(e) => Err(format!("cannot read `{path}`: {}", e.kind())),
+        };
+    }
+    Ok(None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -705,6 +766,38 @@ rule = "when p95_latency > 500ms then block free"
             let e = url.unwrap_err();
             assert!(e.message.contains("--features redis"), "{e}");
         }
+    }
+
+    #[test]
+    fn secrets_come_from_the_environment_or_a_file() {
+        let dir = std::env::temp_dir().join(format!("ws-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("sk");
+        std::fs::write(&file, "sk_from_a_file\n").unwrap();
+        let text = GOOD.replace(
+            "secret_key = \"sk_1\"",
+            &format!("secret_key = \"file:{}\"", file.display()),
+        );
+        let c = ControlConfig::from_toml_str(&text).unwrap();
+        assert_eq!(c.keys[0].secret_key, "sk_from_a_file");
+        assert!(!format!("{c:?}").contains("sk_from_a_file"));
+        // `PATH` is set wherever tests run: no `set_var` (unsafe) needed.
+        let text = GOOD.replace(
+            "lease = \"60s\"",
+            "lease = \"60s\"\nmetrics_token = \"env:PATH\"",
+        );
+        let c = ControlConfig::from_toml_str(&text).unwrap();
+        assert_eq!(c.server.metrics_token, std::env::var("PATH").ok());
+        // Missing: an error naming the key and the variable or file, on the right line.
+        let text = GOOD.replace("sk_1", "env:WAITSTATE_SURELY_NOT_SET_4711");
+        let e = ControlConfig::from_toml_str(&text).unwrap_err();
+        assert_eq!(e.key, "keys[0].secret_key");
+        assert!(e.message.contains("WAITSTATE_SURELY_NOT_SET_4711"), "{e}");
+        assert_eq!(e.line, Some(9));
+        let text = GOOD.replace("sk_1", "file:/nonexistent/ws/secret");
+        let e = ControlConfig::from_toml_str(&text).unwrap_err();
+        assert!(e.message.contains("cannot read"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[track_caller]

@@ -43,12 +43,26 @@ async fn stopped() {
     }
 }
 
+/// Logs on stderr: the level from `RUST_LOG` (default `info`, e.g.
+/// `RUST_LOG=info,waitstate::rule=debug`), one JSON object per line when
+/// `WAITSTATE_LOG_FORMAT=json` (for log collectors), text otherwise.
+fn init_logs() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("WAITSTATE_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_writer(std::io::stderr)
-        .init();
+    init_logs();
     let path = match config_path() {
         Ok(p) => p,
         Err(msg) => {
