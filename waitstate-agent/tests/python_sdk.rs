@@ -17,8 +17,6 @@ const CONFIG: &str = r#"
 enterprise = 100
 pro = 50
 free = 10
-[metrics]
-custom = ["queue_depth"]
 [[rules]]
 rule = "when p95_latency of free > 500ms then block free"
 [[rules]]
