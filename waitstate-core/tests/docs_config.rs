@@ -15,15 +15,21 @@ fn parse(what: &str, text: &str) -> Config {
     Config::from_toml_str(text).unwrap_or_else(|e| panic!("{what}: {e}\n{text}"))
 }
 
-/// The text without its `[agent*]` tables: the agent reads the SDK's file plus those (its
-/// own tests check them), so the rest must be an SDK configuration.
+/// The text without the tables of the agent (`[agent*]`) and of the control plane
+/// (`[server]`, `[[keys]]`): each reads the SDK's format plus its own tables, and its own
+/// tests check those (`waitstate-agent/tests/readme.rs`, `waitstate-control`'s
+/// `the_readme_control_plane_snippets_are_configurations`), so the rest must be an SDK
+/// configuration.
 fn without_agent_tables(text: &str) -> String {
     let mut in_agent = false;
     let mut out = String::new();
     for line in text.lines() {
         let header = line.trim_start();
         if header.starts_with('[') {
-            in_agent = header.trim_start_matches('[').starts_with("agent");
+            let name = header.trim_start_matches('[');
+            in_agent = name.starts_with("agent")
+                || name.starts_with("server")
+                || name.starts_with("keys]");
         }
         if !in_agent {
             out.push_str(line);
