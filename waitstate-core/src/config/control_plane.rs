@@ -24,6 +24,11 @@ pub enum SafeMode {
 /// Where and how an instance talks to a WaitState v1 control plane: the `[control_plane]`
 /// table of the TOML file, or [`ControlPlane::new`] in code.
 ///
+/// The table always reads; the client that uses it is the `control-plane` feature (of this
+/// crate or of the adapters). Without it, building a `WaitState` with a control plane
+/// configured is a [`ConfigError::Invalid`](crate::ConfigError::Invalid) for
+/// `control_plane`, never a silent ignore.
+///
 /// ```toml
 /// [control_plane]
 /// base_url = "https://control.example.com"   # or a list: ["https://cp-a...", "https://cp-b..."]
