@@ -3,6 +3,7 @@
 //!
 //! The workspace denies `unsafe_code`; this file is its one documented exception: a
 //! `GlobalAlloc` impl is unsafe by definition. It only forwards to `System` and counts.
+#![cfg(feature = "runtime")]
 #![allow(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};

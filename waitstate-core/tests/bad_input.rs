@@ -91,6 +91,7 @@ proptest! {
         let _ = e.decide(&Demand::new("free"), Duration::ZERO);
     }
 
+    #[cfg(feature = "toml")]
     #[test]
     fn any_config_text_is_a_config_or_an_error(text in any::<String>()) {
         if let Ok(c) = Config::from_toml_str(&text) {
@@ -125,6 +126,7 @@ proptest! {
     }
 }
 
+#[cfg(feature = "toml")]
 #[test]
 fn a_typo_in_a_config_file_names_the_line() {
     let err = Config::from_toml_str(

@@ -1,4 +1,5 @@
 //! The runtime handle with tokio's paused clock: no test sleeps for real.
+#![cfg(feature = "runtime")]
 
 use std::time::Duration;
 

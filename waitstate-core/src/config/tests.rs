@@ -188,6 +188,7 @@ mod insecure_http_tests {
     }
 }
 
+#[cfg(feature = "toml")]
 #[test]
 fn a_rule_naming_an_undeclared_metric_or_tag_fails_to_load() {
     let tiers = "[tags]\nenterprise = 100\nfree = 10\n";

@@ -52,7 +52,8 @@ mod compile;
 mod demand;
 mod metrics;
 mod queued;
-#[cfg(test)]
+// Written against TOML configurations: with the `toml` feature (on by default).
+#[cfg(all(test, feature = "toml"))]
 mod tests;
 mod ticket;
 
