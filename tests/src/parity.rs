@@ -495,11 +495,10 @@ pub async fn tower(case: &Case, ws: &WaitState, grpc: bool) -> Answer {
         .service(tower::service_fn(
             |req: http::Request<Full<Bytes>>| async move {
                 let body = handler_body(
-                    req.extensions()
-                        .get::<Admission>()
-                        .cloned()
-                        .or_else(waitstate_core::tagger::current::current)
-                        .as_ref(),
+                    waitstate_core::tagger::current::found_or_current(
+                        req.extensions().get::<Admission>(),
+                    )
+                    .as_ref(),
                 );
                 let res = http::Response::builder()
                     .header(http::header::CONTENT_TYPE, HANDLER_CONTENT_TYPE)
@@ -545,11 +544,10 @@ pub async fn actix(case: &Case, ws: &WaitState, grpc: bool) -> Answer {
     let app = test::init_service(App::new().wrap(gate).default_service(web::to(
         |req: HttpRequest| async move {
             let body = handler_body(
-                req.extensions()
-                    .get::<Admission>()
-                    .cloned()
-                    .or_else(waitstate_core::tagger::current::current)
-                    .as_ref(),
+                waitstate_core::tagger::current::found_or_current(
+                    req.extensions().get::<Admission>(),
+                )
+                .as_ref(),
             );
             HttpResponse::Ok()
                 .content_type(HANDLER_CONTENT_TYPE)

@@ -76,12 +76,7 @@ impl FromRequest for AdmittedTag {
 }
 
 fn admission(req: &HttpRequest) -> Option<Admission> {
-    // The extension when the middleware puts it there (`admission_extension(true)`), else
-    // the scope the gate runs the handler in.
-    req.extensions()
-        .get::<Admission>()
-        .cloned()
-        .or_else(waitstate_core::tagger::current::current)
+    waitstate_core::tagger::current::found_or_current(req.extensions().get::<Admission>())
 }
 
 /// The error of [`Admitted`] and [`AdmittedTag`] when the request carries no admission: no

@@ -56,11 +56,8 @@ fn req(tag: &str) -> TestRequest {
 /// The tag the handler saw in its `Admission`, or `exempt`.
 async fn echo_tag(req: HttpRequest) -> HttpResponse {
     // The gate runs the handler in the admission's scope (no extension by default).
-    let admission = req
-        .extensions()
-        .get::<Admission>()
-        .cloned()
-        .or_else(waitstate_core::tagger::current::current);
+    let admission =
+        waitstate_core::tagger::current::found_or_current(req.extensions().get::<Admission>());
     let tag = admission.map_or_else(|| "exempt".to_owned(), |a| a.tag.as_str().to_owned());
     HttpResponse::Ok().body(tag)
 }

@@ -101,13 +101,7 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for AdmittedTag {
 }
 
 fn admission(parts: &Parts) -> Option<Admission> {
-    // The extension when the layer puts it there (`admission_extension(true)`), else the
-    // scope the gate runs the handler in (no allocation per request).
-    parts
-        .extensions
-        .get::<Admission>()
-        .cloned()
-        .or_else(waitstate_core::tagger::current::current)
+    waitstate_core::tagger::current::found_or_current(parts.extensions.get::<Admission>())
 }
 
 /// The rejection of [`Admitted`] and [`AdmittedTag`] when the request carries no

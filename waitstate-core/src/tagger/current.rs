@@ -58,6 +58,12 @@ pub fn current() -> Option<Admission> {
     CURRENT.try_with(Admission::clone).ok()
 }
 
+/// The admission an adapter found in a request's extensions (when the gate puts it there,
+/// `admission_extension(true)`), else the current one: what the extractors read.
+pub fn found_or_current(found: Option<&Admission>) -> Option<Admission> {
+    found.cloned().or_else(current)
+}
+
 /// Runs `fut` with `admission` as the current one (for a spawned task, or a test).
 pub async fn scope<F: Future>(admission: Admission, fut: F) -> F::Output {
     CURRENT.scope(admission, fut).await
