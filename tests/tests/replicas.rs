@@ -1,6 +1,6 @@
 //! Control plane replicas over one real `redis-server` (issue 19): one fleet however many
 //! replicas, a replica killed, the only replica restarted mid-incident, Redis stopped for
-//! 30 s. Needs `WAITSTATE_REDIS_SERVER` (scripts/test sets it; without it every test here
+//! 30 s, a replica restarted while Redis is down (answering from its state file). Needs `WAITSTATE_REDIS_SERVER` (scripts/test sets it; without it every test here
 //! skips, saying so).
 //!
 //! The control plane's time is an injected wall clock that the test steps a second at a
@@ -563,6 +563,118 @@ async fn redis_stopped_for_30s_keeps_the_last_policy_and_catches_up() {
     }
     let pulses = fleet.replica(0).state().shard(ORG, "").unwrap().pulses;
     assert_eq!(pulses, seq_before + 96, "every pulse counted once");
+}
+
+/// Issue 19: the replica restarted while Redis is down answers with the last fleet policy,
+/// from its state file (`[server] state_file`), never with an empty one; Redis's state
+/// replaces the file's once Redis answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_restarted_while_redis_is_down_answers_from_its_state_file() {
+    let Some(mut redis) = RedisServer::start("a_replica_restarted_while_redis_is_down") else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("waitstate-state-file-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("fleet-state.json");
+    let rule = "when p95_latency of free > 500ms for 3s then block free";
+    let mut config = config(&redis, "file", rule);
+    config.server.state_file = Some(path.clone());
+    let without_file = {
+        let mut c = config.clone();
+        c.server.state_file = None;
+        c
+    };
+    let mut fleet = Fleet::new(config, 1).await;
+    let load = |i: usize| [traffic("free", 10, if i == 0 { 900 } else { 20 })];
+    for _ in 0..12 {
+        fleet.advance(1000).await;
+        for i in 0..3 {
+            fleet.pulse(0, &format!("i{i}"), &load(i)).await.unwrap();
+        }
+        fleet.step().await;
+    }
+    assert!(fleet.blocks_free(0), "not firing");
+    let before = fleet.replica(0).state().shard(ORG, "").unwrap();
+    let answer_before = fleet.replica(0).state().answer_for(ORG, "", Some("i1"));
+    assert!(path.exists(), "no state file written");
+    assert!(metric(&fleet, 0, "waitstate_state_file_writes_total").await >= Some(1.0));
+
+    // Killed (no graceful shutdown: what it wrote is what the ticks wrote), then Redis
+    // goes away, then the replica starts again.
+    fleet.replicas[0] = None;
+    redis.stop();
+    let again = fleet.add_replica().await;
+    let state = fleet.replica(again).state();
+    assert!(
+        fleet.blocks_free(again),
+        "the restarted replica answers with no fleet policy"
+    );
+    assert_eq!(state.answer_for(ORG, "", Some("i1")), answer_before);
+    let view = state.shard(ORG, "").unwrap();
+    assert_eq!(view.rules, before.rules);
+    assert_eq!(view.instances, before.instances);
+    // The counters are as of the last write: the rule's firing was written at once, the
+    // numbers since then at most every `state_file_interval` (10 s; 8 windows passed).
+    assert!(
+        view.pulses > 0 && view.pulses <= before.pulses,
+        "{}",
+        view.pulses
+    );
+    assert_eq!(metric(&fleet, again, "waitstate_store_up").await, Some(0.0));
+    assert_eq!(
+        metric(&fleet, again, "waitstate_store_restored").await,
+        Some(1.0)
+    );
+    // Pulses are answered alike, window after window, while Redis stays away.
+    for _ in 0..5 {
+        fleet.advance(1000).await;
+        for i in 0..3 {
+            let p = fleet
+                .pulse(again, &format!("i{i}"), &load(i))
+                .await
+                .expect("answered while Redis is away");
+            assert_eq!(p.tag_max_weights.get("free"), Some(&0.0), "policy lost");
+        }
+        fleet.step().await;
+    }
+    // Without a state file, the same restart answers with no fleet policy (what issue 19
+    // was about).
+    let mut bare = Fleet::new(without_file, 0).await;
+    bare.clock.store(fleet.clock.load(Relaxed), Relaxed);
+    bare.add_replica().await;
+    assert!(
+        !bare.blocks_free(0),
+        "without a state file there is nothing to answer from"
+    );
+
+    // Redis returns: its state (still firing) replaces the file's.
+    redis.restart();
+    for _ in 0..2 {
+        fleet.advance(1000).await;
+        for i in 0..3 {
+            fleet
+                .pulse(again, &format!("i{i}"), &load(i))
+                .await
+                .unwrap();
+        }
+        fleet.step().await;
+    }
+    assert_eq!(metric(&fleet, again, "waitstate_store_up").await, Some(1.0));
+    assert_eq!(
+        metric(&fleet, again, "waitstate_store_restored").await,
+        Some(0.0)
+    );
+    assert!(fleet.blocks_free(again), "the rule stopped firing");
+    let view = fleet.replica(again).state().shard(ORG, "").unwrap();
+    // Redis's counters: with what was taken while it was away.
+    assert!(
+        view.tags["free"].admitted > before.tags["free"].admitted,
+        "not Redis's state"
+    );
+    assert!(metric(&fleet, again, "waitstate_state_file_writes_total").await >= Some(1.0));
+    drop(fleet);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

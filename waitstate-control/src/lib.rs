@@ -21,8 +21,10 @@
 //!
 //! Telemetry is held in memory by default (one replica; a restart starts empty and fills
 //! up again from the next pulses). With the `redis` feature and `[server] redis_url`, any
-//! number of replicas share one fleet state in Redis and a restart resumes where it was:
-//! see the `store` module's docs (`src/store.rs`) for how, and why.
+//! number of replicas share one fleet state in Redis and a restart resumes where it was
+//! (with `[server] state_file`, also a restart while Redis is down: the replica answers
+//! from its last copy of the fleet state): see the `store` module's docs (`src/store.rs`)
+//! for how, and why.
 //!
 //! | feature | what |
 //! |---|---|

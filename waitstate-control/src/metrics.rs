@@ -145,6 +145,16 @@ impl FleetStats {
         });
         stats
     }
+
+    /// Forget a shard (one read back from a state file that Redis no longer holds).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn remove_shard(&self, stats: &Arc<ShardStats>) {
+        self.shards.rcu(|shards| {
+            let mut kept = Vec::clone(shards);
+            kept.retain(|s| !Arc::ptr_eq(s, stats));
+            kept
+        });
+    }
 }
 
 /// Escape a label value.

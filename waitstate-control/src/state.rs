@@ -121,13 +121,16 @@ impl AppState {
     }
 
     /// State for a configuration, and, with Redis, the token key every replica shares (when
-    /// Redis does not answer yet, it is read at the first tick it does).
+    /// Redis does not answer yet, it is read at the first tick it does). With Redis
+    /// unreachable and a `[server] state_file`, the fleets are read back from that file,
+    /// so that answers carry the last fleet policy until Redis answers.
     ///
     /// # Errors
     /// As [`AppState::new`]; with Redis, a `redis_url` that cannot be used.
     pub async fn connect(config: ControlConfig) -> io::Result<Self> {
         let state = Self::new(config)?;
         state.share_key().await;
+        state.start().await;
         Ok(state)
     }
 
@@ -143,7 +146,16 @@ impl AppState {
     ) -> io::Result<Self> {
         let state = Self::with_wall_clock(config, wall)?;
         state.share_key().await;
+        state.start().await;
         Ok(state)
+    }
+
+    /// With Redis: when it does not answer, the fleets of the state file meanwhile.
+    async fn start(&self) {
+        #[cfg(feature = "redis")]
+        if let Some(store) = &self.shared.redis {
+            store.start(self.wall_ms(), &self.shared.fleet_stats).await;
+        }
     }
 
     /// With Redis and no `jwt_secret`: take the shared token key, once.

@@ -21,6 +21,20 @@
 //! per pulse) and written when Redis returns, counted but kept out of the rules' current
 //! window (as a pulse carrying old windows is). If a replica dies while Redis is away, what
 //! it held is lost.
+//!
+//! A replica that *starts* while Redis is unreachable has read nothing yet. With
+//! `[server] state_file`, each replica keeps a copy of the fleet state it last read (each
+//! fleet's published state: policy, rule states, tags, live instances, the demand budgets
+//! are split by; and the counters), written atomically after ticks that read Redis (at once
+//! when a policy or a rule's state changed, else at most every `state_file_interval`), and
+//! read back at start when Redis does not answer: it then answers as it did before the
+//! restart, says so in the log (a warning) and in `/metrics` (`waitstate_store_restored 1`),
+//! until Redis answers and its state replaces the file's. A file that cannot be read or
+//! does not fit the configuration is a warning and a start without it. Without
+//! `state_file` (the default: no path is writable and private everywhere, and a file
+//! in a shared temp dir could be planted by another user to set a fleet policy), such a
+//! replica answers with no fleet policy until Redis returns, and logs a warning saying so.
+//! The details are in `store/snapshot.rs`.
 
 //!
 //! ## Why so
@@ -55,7 +69,11 @@
 #[cfg(feature = "redis")]
 mod codec;
 #[cfg(feature = "redis")]
+mod health;
+#[cfg(feature = "redis")]
 mod redis;
+#[cfg(feature = "redis")]
+mod snapshot;
 #[cfg(feature = "redis")]
 mod writer;
 

@@ -21,7 +21,7 @@
 //! | `P:replay:<mac>` | string | a pulse MAC seen (expires after twice the skew) |
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,7 +30,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, RedisError, RedisResult, Script};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 use waitstate_core::names::OVERFLOW_TAG;
 use waitstate_core::{
     Aggregate, Config, Policy, Reading, Reflex, RuleStatus, TagCounters, TagReading,
@@ -39,6 +39,8 @@ use waitstate_core::{
 use super::codec::{
     Counts, Demand, FleetState, InstanceRecord, RuleRecord, SEP, Sample, read_fields,
 };
+use super::health::Health;
+use super::snapshot::{self, StateFile};
 use super::writer::{Job, MAX_BATCH, demand_key, writer};
 use crate::config::{ControlConfig, ServerConfig};
 use crate::fleet::{self, IngestError, ShardView, add_to, for_rules_now};
@@ -119,80 +121,6 @@ pub(super) fn member((org, site): &ShardKey) -> String {
     format!("{org}{SEP}{site}")
 }
 
-/// Whether Redis answers, and what this replica does, for logs and `/metrics`.
-#[derive(Debug, Default)]
-pub(crate) struct Health {
-    up: AtomicBool,
-    errors: AtomicU64,
-    leader: AtomicBool,
-    pub(super) carried: AtomicU64,
-    /// The latest wall-clock time seen (epoch ms).
-    now_ms: AtomicU64,
-    /// While Redis is down, no call before this (epoch ms): one probe a second, not a
-    /// reconnection attempt on every pulse.
-    retry_at: AtomicU64,
-}
-
-/// While Redis is down, how often it is tried again.
-const PROBE_MS: u64 = 1000;
-
-impl Health {
-    pub(super) fn ok(&self) {
-        if !self.up.swap(true, Relaxed) {
-            info!("Redis reachable: fleet state shared");
-        }
-    }
-
-    /// The wall clock reads `now_ms`.
-    pub(super) fn saw(&self, now_ms: u64) {
-        self.now_ms.fetch_max(now_ms, Relaxed);
-    }
-
-    /// Whether to call Redis now: it is up, or the next probe is due.
-    pub(super) fn may_try(&self) -> bool {
-        self.is_up() || self.now_ms.load(Relaxed) >= self.retry_at.load(Relaxed)
-    }
-
-    pub(super) fn failed(&self, what: &str, e: &RedisError) {
-        self.errors.fetch_add(1, Relaxed);
-        self.retry_at
-            .store(self.now_ms.load(Relaxed).saturating_add(PROBE_MS), Relaxed);
-        if self.up.swap(false, Relaxed) {
-            error!(error = %e, what, "Redis unreachable: answering with the last fleet policy, keeping telemetry until it returns");
-        }
-    }
-
-    /// Whether the last call to Redis succeeded.
-    pub(crate) fn is_up(&self) -> bool {
-        self.up.load(Relaxed)
-    }
-
-    /// Whether this replica holds the evaluator's lease.
-    pub(crate) fn is_leader(&self) -> bool {
-        self.leader.load(Relaxed)
-    }
-
-    fn render(&self, out: &mut String) {
-        use std::fmt::Write as _;
-        let b = |v: bool| u8::from(v);
-        let _ = write!(
-            out,
-            "# HELP waitstate_store_up Whether Redis answered the last call (1) or not (0).\n\
-             # TYPE waitstate_store_up gauge\nwaitstate_store_up {}\n\
-             # HELP waitstate_store_errors_total Redis calls that failed.\n\
-             # TYPE waitstate_store_errors_total counter\nwaitstate_store_errors_total {}\n\
-             # HELP waitstate_store_leader Whether this replica evaluates the fleet rules.\n\
-             # TYPE waitstate_store_leader gauge\nwaitstate_store_leader {}\n\
-             # HELP waitstate_store_carried_pulses Pulses taken whose telemetry waits for Redis.\n\
-             # TYPE waitstate_store_carried_pulses gauge\nwaitstate_store_carried_pulses {}\n",
-            b(self.is_up()),
-            self.errors.load(Relaxed),
-            b(self.is_leader()),
-            self.carried.load(Relaxed),
-        );
-    }
-}
-
 /// This replica's copy of a shard's fleet rules.
 struct Eval {
     reflex: Reflex,
@@ -209,9 +137,11 @@ struct Eval {
 #[derive(Debug)]
 pub(crate) struct Cached {
     pub(crate) state: FleetState,
-    cumulative: BTreeMap<String, TagCounters>,
-    rules: Vec<RuleStatus>,
-    stats: Arc<ShardStats>,
+    pub(super) cumulative: BTreeMap<String, TagCounters>,
+    pub(super) rules: Vec<RuleStatus>,
+    pub(super) stats: Arc<ShardStats>,
+    /// Read back from the state file at start, not from Redis.
+    pub(super) restored: bool,
 }
 
 /// The fleet state in Redis, shared by every replica.
@@ -227,6 +157,8 @@ pub(crate) struct RedisStore {
     lease: Mutex<Option<String>>,
     health: Arc<Health>,
     bucket_ms: u64,
+    /// `[server] state_file`: the last fleet state, kept for a start without Redis.
+    state_file: Option<StateFile>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -250,7 +182,8 @@ fn ms(d: Duration) -> u64 {
 
 impl RedisStore {
     /// A store on `url`. Connects lazily: a Redis that is down at start is retried, and
-    /// the replica answers meanwhile (with no fleet state yet).
+    /// the replica answers meanwhile (with no fleet state yet, or the state file's: see
+    /// [`RedisStore::start`]).
     pub(crate) fn new(url: &str, config: Arc<ControlConfig>) -> RedisResult<Self> {
         let client = redis::Client::open(url)?;
         let manager = ConnectionManagerConfig::new()
@@ -276,10 +209,12 @@ impl RedisStore {
         ));
         let mut id = [0u8; 8];
         let _ = getrandom::fill(&mut id);
+        let id = hex::encode(id);
         Ok(Self {
             conn,
             prefix: server.redis_prefix.clone(),
-            id: hex::encode(id),
+            state_file: StateFile::new(&config, &id),
+            id,
             config,
             jobs: tx,
             writer,
@@ -457,16 +392,69 @@ impl RedisStore {
         ))
     }
 
+    /// At start: when Redis does not answer, answer from the state file meanwhile (see
+    /// `snapshot.rs`).
+    pub(crate) async fn start(&self, now_ms: u64, stats: &FleetStats) {
+        self.health.saw(now_ms);
+        if !self.health.is_up() && self.health.may_try() {
+            let ping: RedisResult<String> =
+                redis::cmd("PING").query_async(&mut self.conn.clone()).await;
+            match ping {
+                Ok(_) => self.health.ok(),
+                Err(e) => self.health.failed("reach Redis at start", &e),
+            }
+        }
+        if self.health.is_up() {
+            return;
+        }
+        let Some(file) = &self.state_file else {
+            warn!(
+                "Redis unreachable at start, and no [server] state_file: no fleet policy until Redis answers"
+            );
+            return;
+        };
+        let Some(restored) = file.read(self.config.clone(), now_ms).await else {
+            return;
+        };
+        let mut cache: HashMap<ShardKey, Arc<Cached>> = HashMap::clone(&self.cache.load());
+        for s in restored.shards {
+            if cache.contains_key(&s.key) {
+                continue;
+            }
+            let stats = stats.add_shard(&s.key.0, &s.key.1);
+            stats.set_instances(s.state.instances);
+            stats.set_rules_active(s.state.rules.iter().filter(|r| r.active).count());
+            for (tag, c) in &s.cumulative {
+                stats.set_tag(tag, c.admitted, fleet::rejected_total(c));
+            }
+            let cached = Cached {
+                state: s.state,
+                cumulative: s.cumulative,
+                rules: s.rules,
+                stats,
+                restored: true,
+            };
+            cache.insert(s.key, Arc::new(cached));
+        }
+        self.cache.store(Arc::new(cache));
+    }
+
     /// One tick: renew (or take) the lease; for every shard, read the fleet state and
     /// bring this replica's rules up to it; the evaluator then closes a window and
-    /// publishes. Redis unreachable: nothing changes here (the last state stays).
+    /// publishes; then the state file, when due. Redis unreachable: nothing changes here
+    /// (the last state stays).
     pub(crate) async fn tick(&self, now_ms: u64, stats: &FleetStats) {
         self.health.saw(now_ms);
         if !self.health.may_try() {
             return;
         }
-        if let Err(e) = self.try_tick(now_ms, stats).await {
-            self.health.failed("tick", &e);
+        match self.try_tick(now_ms, stats).await {
+            Ok(()) => {
+                if let Some(file) = &self.state_file {
+                    file.save(self.cache.load_full(), now_ms, false).await;
+                }
+            }
+            Err(e) => self.health.failed("tick", &e),
         }
     }
 
@@ -478,6 +466,9 @@ impl RedisStore {
         self.health.ok();
         let mut evals = self.evals.lock().await;
         let mut fresh_cache: HashMap<ShardKey, Arc<Cached>> = HashMap::clone(&self.cache.load());
+        // Redis answers: what the state file gave is replaced (or dropped) by its state.
+        let restored: HashMap<ShardKey, Arc<Cached>> =
+            fresh_cache.extract_if(|_, c| c.restored).collect();
         for m in members {
             let Some((org, site)) = m.split_once(SEP) else {
                 continue;
@@ -522,7 +513,7 @@ impl RedisStore {
                 }
             }
             let Some(state) = state else { continue };
-            let stats = match fresh_cache.get(&shard) {
+            let stats = match fresh_cache.get(&shard).or_else(|| restored.get(&shard)) {
                 Some(c) => c.stats.clone(),
                 None => stats.add_shard(&shard.0, &shard.1),
             };
@@ -539,10 +530,19 @@ impl RedisStore {
                     cumulative,
                     rules,
                     stats,
+                    restored: false,
                 }),
             );
         }
+        for (shard, c) in &restored {
+            if !fresh_cache.contains_key(shard) {
+                stats.remove_shard(&c.stats);
+            }
+        }
         self.cache.store(Arc::new(fresh_cache));
+        if let Some(file) = &self.state_file {
+            file.superseded();
+        }
         Ok(())
     }
 
@@ -802,8 +802,14 @@ impl RedisStore {
     }
 
     /// Give the lease up (graceful shutdown), so another replica takes over at its next
-    /// tick instead of after the lease.
+    /// tick instead of after the lease; write the state file if anything moved since.
     pub(crate) async fn release(&self) {
+        if let Some(file) = &self.state_file
+            && self.health.is_up()
+        {
+            let now_ms = self.health.now_ms.load(Relaxed);
+            file.save(self.cache.load_full(), now_ms, true).await;
+        }
         let Some(token) = lock(&self.lease).take() else {
             return;
         };
@@ -820,6 +826,7 @@ impl RedisStore {
     /// `/metrics` lines of the store.
     pub(crate) fn render(&self, out: &mut String) {
         self.health.render(out);
+        snapshot::render(self.state_file.as_ref(), out);
     }
 }
 

@@ -15,7 +15,8 @@ use waitstate_core::names::DEFAULT_TAG;
 use waitstate_core::{Aggregate, TagCounters};
 
 use super::codec::{InstanceRecord, fields, weight_field};
-use super::redis::{Health, ShardKey, ShardKeys, member};
+use super::health::Health;
+use super::redis::{ShardKey, ShardKeys, member};
 use crate::fleet::{self, RULE_FEED_CAP, add_to};
 
 /// Most pulses merged into one write.
