@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end overhead of the middleware, side by side with its peers, in one run.
 #
-#   bench/overhead.sh [throughput|memory|all]        (default: all)
+#   bench/overhead.sh [throughput|memory|instructions|all]        (default: all)
 #
 # throughput: builds `examples/overhead` in release, then for ROUNDS rounds runs each mode
 #   (bare, gate, gate-lean (no Admission extension), governor, concurrency, and bare a
@@ -10,6 +10,11 @@
 #   127.0.0.1. Per mode: median requests/s, the median of the per-round ratios to bare,
 #   median p99, and the server's CPU time per request (utime+stime from /proc/PID/stat
 #   over the measured run, divided by the requests served), with its per-round ratio.
+# instructions: each server under valgrind's callgrind, counting the instructions it runs
+#   in user space for REQUESTS requests (after 2,000 unmeasured), per request: the same
+#   figure on a busy or a quiet machine (the kernel's share, loopback TCP, is not counted,
+#   so the ratio is larger than the CPU ratio; read it beside the `concurrency` peer's).
+#   Installs valgrind with apt-get when missing and root. Not part of `all` (~2 min a mode).
 # memory: RSS (VmRSS) of the `gate` server after 256 distinct tags, then after a flood of
 #   FLOOD distinct tags (one per request), and again after a second flood; the `bare` server
 #   under the same traffic for reference.
@@ -30,6 +35,7 @@ LOAD_CPU=${LOAD_CPU:-1}
 PORT=${PORT:-38080}
 FLOOD=${FLOOD:-1000000}
 LOADGEN=${LOADGEN:-auto}
+REQUESTS=${REQUESTS:-20000}
 
 cd "$(dirname "$0")/.."
 OUT=${OUT:-target/bench-overhead}
@@ -184,9 +190,45 @@ memory() {
     done
 }
 
+instructions() {
+    if ! command -v valgrind >/dev/null 2>&1 && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+        echo "== installing valgrind (apt-get)" >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null 2>&1 \
+            || { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null 2>&1; }
+    fi
+    command -v callgrind_control >/dev/null || { echo "instructions: needs valgrind" >&2; exit 1; }
+    echo "user-space instructions per request (callgrind), $REQUESTS requests over 8 keep-alive connections, tag pro"
+    echo
+    echo "| mode | instructions per request | ratio to bare | over bare |"
+    echo "|---|---|---|---|"
+    local bare=
+    for mode in bare gate governor concurrency; do
+        valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.$mode" --instr-atstart=no \
+            "$BIN" "$ADDR" "$mode" 2>>"$OUT/server.log" &
+        SERVER_PID=$!
+        for _ in $(seq 1 400); do
+            if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then break; fi
+            sleep 0.05
+        done
+        "$BIN" load "$ADDR" --connections 8 --requests 2000 --tag pro >/dev/null
+        callgrind_control -i on "$SERVER_PID" >/dev/null
+        "$BIN" load "$ADDR" --connections 8 --requests "$REQUESTS" --tag pro >/dev/null
+        callgrind_control -i off "$SERVER_PID" >/dev/null
+        stop_server
+        local total per
+        total=$(callgrind_annotate "$OUT/callgrind.$mode" 2>/dev/null | awk '/PROGRAM TOTALS/ && !t { gsub(",", "", $1); t = $1 } END { print t }')
+        per=$(awk -v t="$total" -v n="$REQUESTS" 'BEGIN { printf "%.0f", t / n }')
+        if [[ -z $bare ]]; then bare=$per; fi
+        awk -v m="$mode" -v p="$per" -v b="$bare" 'BEGIN { printf "| %s | %d | %.3f | %+d |\n", m, p, p / b, p - b }'
+    done
+    echo
+    echo "per function: callgrind_annotate $OUT/callgrind.gate (raw files in $OUT)"
+}
+
 case $WHAT in
     throughput) throughput ;;
     memory) memory ;;
+    instructions) instructions ;;
     all) throughput; memory ;;
-    *) echo "usage: $0 [throughput|memory|all]" >&2; exit 2 ;;
+    *) echo "usage: $0 [throughput|memory|instructions|all]" >&2; exit 2 ;;
 esac

@@ -4,8 +4,9 @@ use std::net::SocketAddr;
 
 use actix_web::HttpMessage;
 use actix_web::dev::{Extensions, ServiceRequest};
-use actix_web::http::header::{self, HeaderValue};
-use waitstate_core::tagger::RequestView;
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use waitstate_core::adapter::GRPC_TIMEOUT_HEADER;
+use waitstate_core::tagger::{RequestView, TAG_HEADER};
 
 /// [`RequestView`] over an actix-web `ServiceRequest`.
 ///
@@ -39,7 +40,17 @@ impl RequestView for ActixView<'_> {
     }
 
     fn header(&self, name: &str) -> Option<&[u8]> {
-        self.req.headers().get(name).map(HeaderValue::as_bytes)
+        let headers = self.req.headers();
+        // The names the gate asks for, parsed once (as `waitstate-tower`'s view does):
+        // `get` with a `&str` parses the name on every call.
+        static TAG: HeaderName = HeaderName::from_static(TAG_HEADER);
+        static GRPC_TIMEOUT: HeaderName = HeaderName::from_static(GRPC_TIMEOUT_HEADER);
+        let value = match name {
+            TAG_HEADER => headers.get(&TAG),
+            GRPC_TIMEOUT_HEADER => headers.get(&GRPC_TIMEOUT),
+            _ => headers.get(name),
+        };
+        value.map(HeaderValue::as_bytes)
     }
 
     fn route(&self) -> Option<&str> {

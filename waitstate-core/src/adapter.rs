@@ -12,6 +12,9 @@ use crate::decision::{Reason, Rejection};
 /// `x-waitstate-dry-run: <reason>`.
 pub const DRY_RUN_HEADER: &str = "x-waitstate-dry-run";
 
+/// The header a gRPC client sends its deadline in (see [`grpc_timeout`]).
+pub const GRPC_TIMEOUT_HEADER: &str = "grpc-timeout";
+
 /// Whether a `content-type` value is gRPC's (`application/grpc`, `application/grpc+proto`, ...).
 pub fn is_grpc_content_type(value: &[u8]) -> bool {
     value.starts_with(b"application/grpc")
@@ -345,9 +348,13 @@ mod gate_step {
         if tagging.exempt {
             return Verdict::Exempt;
         }
-        let mut demand = tagging.demand();
-        demand.max_wait = req.header("grpc-timeout").and_then(super::grpc_timeout);
-        match ws.enter(&demand) {
+        let demand = tagging.demand();
+        // The client's deadline matters only to a request that must wait for a slot.
+        let deadline = || {
+            req.header(super::GRPC_TIMEOUT_HEADER)
+                .and_then(super::grpc_timeout)
+        };
+        match ws.enter_lazy(&demand, deadline) {
             Entry::Admitted(permit) => {
                 let admission = admission_for(&permit, tagging.weight).with_cohort(tagging.cohort);
                 Verdict::Admitted { permit, admission }

@@ -36,8 +36,11 @@ pin_project! {
     }
 }
 
-/// What a waiting request needs to go on once it has a slot.
+/// What a waiting request needs to go on once it has a slot. Boxed, on the slow path only:
+/// inline, the request and the inner service would make every response future (and every
+/// move of it through the layers above) a few hundred bytes larger.
 struct Resume<S, B, C> {
+    rejection: Box<dyn FnOnce(Rejection) -> Response<Bytes> + Send>,
     inner: S,
     request: Request<B>,
     weight: f64,
@@ -54,8 +57,7 @@ pin_project! {
         Waiting {
             #[pin]
             wait: WaitForSlot,
-            resume: Option<Resume<S, B, C>>,
-            rejection: Option<Box<dyn FnOnce(Rejection) -> Response<Bytes> + Send>>,
+            resume: Option<Box<Resume<S, B, C>>>,
         },
         Allowed {
             #[pin]
@@ -77,6 +79,7 @@ pin_project! {
 
 impl<F, C, S, B> ResponseFuture<F, C, S, B> {
     pub(crate) fn allowed(
+        span: trace::Span,
         future: F,
         mut permit: Permit,
         admission: Admission,
@@ -90,7 +93,7 @@ impl<F, C, S, B> ResponseFuture<F, C, S, B> {
         // Until the inner service answers, dropping this future means the client went away.
         permit.set_ending(Ending::Cancelled);
         Self {
-            span: trace::none(),
+            span,
             kind: Kind::Allowed {
                 future: current::scoped(admission, future),
                 permit: Some(permit),
@@ -103,6 +106,7 @@ impl<F, C, S, B> ResponseFuture<F, C, S, B> {
 
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn waiting(
+        span: trace::Span,
         wait: WaitForSlot,
         inner: S,
         request: Request<B>,
@@ -115,10 +119,11 @@ impl<F, C, S, B> ResponseFuture<F, C, S, B> {
         rejection: Box<dyn FnOnce(Rejection) -> Response<Bytes> + Send>,
     ) -> Self {
         Self {
-            span: trace::none(),
+            span,
             kind: Kind::Waiting {
                 wait,
-                resume: Some(Resume {
+                resume: Some(Box::new(Resume {
+                    rejection,
                     inner,
                     request,
                     weight,
@@ -127,16 +132,9 @@ impl<F, C, S, B> ResponseFuture<F, C, S, B> {
                     admission_extension,
                     dry_run_header,
                     latency_to_end,
-                }),
-                rejection: Some(rejection),
+                })),
             },
         }
-    }
-
-    /// The request's span (feature `tracing`), in place of the one the constructor opened.
-    pub(crate) fn with_span(mut self, span: trace::Span) -> Self {
-        self.span = span;
-        self
     }
 
     pub(crate) fn exempt(future: F) -> Self {
@@ -146,9 +144,9 @@ impl<F, C, S, B> ResponseFuture<F, C, S, B> {
         }
     }
 
-    pub(crate) fn rejected(response: Response<Bytes>) -> Self {
+    pub(crate) fn rejected(span: trace::Span, response: Response<Bytes>) -> Self {
         Self {
-            span: trace::none(),
+            span,
             kind: Kind::Rejected {
                 response: Some(response),
             },
@@ -181,23 +179,19 @@ where
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let _entered = trace::enter(&self.span);
-        if let KindProj::Waiting {
-            wait,
-            resume,
-            rejection,
-        } = self.as_mut().project().kind.project()
-        {
+        if let KindProj::Waiting { wait, resume } = self.as_mut().project().kind.project() {
             let outcome = ready!(wait.poll(cx));
-            let (Some(resume), Some(rejection)) = (resume.take(), rejection.take()) else {
+            let Some(resume) = resume.take() else {
                 // Polled again after completion: answer without touching any counter.
                 return Poll::Ready(Ok(Response::new(ResponseBody::full(Bytes::new()))));
             };
             let next = match outcome {
                 Err(r) => Kind::Rejected {
-                    response: Some(rejection(r)),
+                    response: Some((resume.rejection)(r)),
                 },
                 Ok(mut permit) => {
                     let Resume {
+                        rejection: _,
                         mut inner,
                         mut request,
                         weight,
@@ -206,7 +200,7 @@ where
                         admission_extension,
                         dry_run_header,
                         latency_to_end,
-                    } = resume;
+                    } = *resume;
                     permit.set_ending(Ending::Cancelled);
                     let admission =
                         waitstate_core::adapter::admission_for(&permit, weight).with_cohort(cohort);

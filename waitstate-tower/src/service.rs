@@ -93,7 +93,7 @@ where
             return ResponseFuture::exempt(self.inner.call(req));
         }
         let span = trace::start();
-        let future = match verdict {
+        match verdict {
             Verdict::Exempt => ResponseFuture::exempt(self.inner.call(req)),
             Verdict::Admitted { permit, admission } => {
                 trace::admitted(&span, &admission);
@@ -102,6 +102,7 @@ where
                     req.extensions_mut().insert(admission.clone());
                 }
                 ResponseFuture::allowed(
+                    span,
                     self.inner.call(req),
                     permit,
                     admission,
@@ -124,6 +125,7 @@ where
                 let grpc = is_grpc(&req);
                 let make = shared.rejection.clone();
                 ResponseFuture::waiting(
+                    span,
                     wait,
                     inner,
                     req,
@@ -138,10 +140,9 @@ where
             }
             Verdict::Rejected(rejection) => {
                 trace::rejected(&span, &rejection);
-                ResponseFuture::rejected(render(&shared.rejection, rejection, is_grpc(&req)))
+                ResponseFuture::rejected(span, render(&shared.rejection, rejection, is_grpc(&req)))
             }
-        };
-        future.with_span(span)
+        }
     }
 }
 

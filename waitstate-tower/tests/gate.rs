@@ -738,6 +738,37 @@ async fn a_wait_past_its_deadline_is_a_429_and_leaks_nothing() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_clients_own_deadline_shortens_its_wait() {
+    let ws = one_slot();
+    let (svc, go) = held_app(ws.clone());
+    let first = tokio::spawn(svc.clone().oneshot(req("pro")));
+    tokio::task::yield_now().await;
+    let max_wait = ws.admission().max_wait;
+    assert!(max_wait >= Duration::from_millis(2), "{max_wait:?}");
+    // A client that gives up after a quarter of the level's wait (`grpc-timeout`, read
+    // only now that the request must wait) is turned away by then, not at the level's.
+    let client = max_wait / 4;
+    let mut request = req("free");
+    request.headers_mut().insert(
+        "grpc-timeout",
+        format!("{}u", client.as_micros()).parse().unwrap(),
+    );
+    let started = tokio::time::Instant::now();
+    let res = svc.clone().oneshot(request).await.unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(started.elapsed() <= client, "{:?}", started.elapsed());
+    assert!(started.elapsed() < max_wait);
+    // Without the header, the level's maximum wait.
+    let started = tokio::time::Instant::now();
+    let res = svc.clone().oneshot(req("free")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(started.elapsed() >= max_wait);
+    go.send(()).unwrap();
+    first.await.unwrap().unwrap();
+    assert_eq!(ws.admission().in_flight, 0);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_waiting_future_dropped_leaves_the_queue() {
     let ws = one_slot();
     let (svc, go) = held_app(ws.clone());

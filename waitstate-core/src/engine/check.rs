@@ -80,6 +80,18 @@ impl Engine {
     /// the wait with [`Queued::max_wait`] and [`Queued::give_up`]: the pure engine has no
     /// timer.
     pub fn admit_or_queue(&self, demand: &Demand<'_>, now: Duration) -> Admit {
+        self.admit_or_queue_lazy(demand, now, || demand.max_wait)
+    }
+
+    /// [`Engine::admit_or_queue`], asking for the client's own deadline only when the
+    /// request must wait (the adapters read it from a header: a lookup saved on every
+    /// request that finds a slot).
+    pub(crate) fn admit_or_queue_lazy(
+        &self,
+        demand: &Demand<'_>,
+        now: Duration,
+        client_deadline: impl FnOnce() -> Option<Duration>,
+    ) -> Admit {
         self.with_entry(demand.tag, demand.declared_only, |entry| {
             let would_reject = match self.check(entry, demand, || now) {
                 Ok(w) => w,
@@ -95,7 +107,7 @@ impl Engine {
             }
             // The level's maximum wait, or less when the client's own deadline leaves less
             // room after the service time itself (a wait it cannot afford is doomed work).
-            let wait = match demand.max_wait {
+            let wait = match client_deadline() {
                 None => pool.max_wait(slot.level),
                 Some(client) => pool
                     .max_wait(slot.level)

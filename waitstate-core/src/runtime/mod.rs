@@ -201,12 +201,25 @@ impl WaitState {
     /// [`crate::admission`]): the answer is an [`Entry`], at once or to await. What the
     /// tower and actix layers call.
     pub fn enter(&self, demand: &Demand<'_>) -> Entry {
+        self.enter_lazy(demand, || demand.max_wait)
+    }
+
+    /// [`WaitState::enter`], with the client's deadline read only if the request must wait.
+    pub(crate) fn enter_lazy(
+        &self,
+        demand: &Demand<'_>,
+        client_deadline: impl FnOnce() -> Option<Duration>,
+    ) -> Entry {
         if let Some(rejection) = self.inner.safe_mode_gate(demand.tag) {
             return Entry::Rejected(rejection);
         }
         let start = clock_now();
         let now = start.saturating_duration_since(self.inner.origin);
-        match self.inner.engine.admit_or_queue(demand, now) {
+        match self
+            .inner
+            .engine
+            .admit_or_queue_lazy(demand, now, client_deadline)
+        {
             Admit::Admitted(ticket) => Entry::Admitted(Permit::new(ticket, start)),
             Admit::Rejected(rejection) => Entry::Rejected(rejection),
             Admit::Queued(queued) => Entry::Waiting(WaitForSlot::new(queued)),
