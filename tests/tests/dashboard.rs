@@ -1,6 +1,7 @@
 //! The control plane's dashboard in a real browser: headless Chromium loads `/` from a
 //! control plane fed by three SDK instances, runs the page's script, and the numbers it
-//! shows are compared with the control plane's own state and the page's JSON API. A
+//! shows are compared with the control plane's own state and the page's JSON API: the
+//! fleet, its tags and rules, and its instances (a page of them, paged on the server). A
 //! screenshot is saved.
 //!
 //! The browser is `$WAITSTATE_CHROMIUM` (scripts/test installs Debian's `chromium` and sets
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use waitstate_control::InstanceOrder;
 use waitstate_core::{ControlPlane, Demand, WaitState};
 use waitstate_tests::control::{self as common, ORG, PK, SK};
 
@@ -275,6 +277,8 @@ async fn the_dashboard_shows_what_the_control_plane_holds() {
         ["firing", "cooling", "releasing", "idle", "pending"].contains(&state_shown.as_str()),
         "{state_shown}"
     );
+    check_instances(&browser, &url, &state, &dom).await;
+
     // Nothing on the page came from elsewhere.
     for needle in ["http://", "https://", "//cdn"] {
         let outside: Vec<&str> = dom
@@ -292,7 +296,7 @@ async fn the_dashboard_shows_what_the_control_plane_holds() {
         &page,
         &[
             format!("--screenshot={}", png.display()),
-            "--window-size=1440,1250".into(),
+            "--window-size=1440,1340".into(),
         ],
     )
     .await;
@@ -304,4 +308,107 @@ async fn the_dashboard_shows_what_the_control_plane_holds() {
     eprintln!("dashboard: screenshot in {}", png.display());
     drop(fleet);
     server.shutdown().await.unwrap();
+}
+
+/// `/dashboard/api/instances?<query>` for the fleet `ORG`.
+async fn instances_api(url: &str, query: &str) -> serde_json::Value {
+    reqwest::get(format!(
+        "{url}/dashboard/api/instances?org={ORG}&site=&{query}"
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap()
+}
+
+/// Each item of an instances answer: id → (policy version, seconds since the last pulse,
+/// lease left).
+fn api_rows(api: &serde_json::Value) -> Vec<(String, String, f64, f64)> {
+    api["instances"]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["id"].as_str().unwrap().to_owned(),
+                i["policy_version"].as_str().unwrap_or_default().to_owned(),
+                i["last_pulse_seconds_ago"].as_f64().unwrap(),
+                i["lease_left_seconds"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Issue 18: the page's instance rows are the API's, which are the control plane's; a
+/// page of two shows two of the three, as the API's page of two does.
+async fn check_instances(
+    browser: &Path,
+    url: &str,
+    state: &waitstate_control::AppState,
+    first_dom: &str,
+) {
+    let held = state
+        .instances(ORG, "", InstanceOrder::Id, 0, 100)
+        .await
+        .unwrap()
+        .expect("the fleet's instances");
+    let ids: Vec<String> = held.items.iter().map(|i| i.id.clone()).collect();
+    assert_eq!((held.total, ids.len()), (3, 3), "{held:?}");
+    let lease = 300.0;
+
+    // The page and the API are read a moment apart, and the instances pulse every second:
+    // a fleet rule moving between the two reads changes a version. Read both again until
+    // they were read alike (bounded).
+    let mut dom = first_dom.to_owned();
+    let mut agreed = false;
+    for _ in 0..5 {
+        let api = instances_api(url, "").await;
+        let shown = rows(&dom, "instances", "data-instance");
+        let from_api = api_rows(&api);
+        assert_eq!(
+            shown.keys().cloned().collect::<Vec<_>>(),
+            ids,
+            "the page's instances: {shown:?}"
+        );
+        assert_eq!(
+            from_api.iter().map(|r| r.0.clone()).collect::<Vec<_>>(),
+            ids
+        );
+        for (id, cells) in &shown {
+            let ago: f64 = cells["last_pulse"].parse().unwrap();
+            let left: f64 = cells["lease_left"].parse().unwrap();
+            assert!((0.0..=60.0).contains(&ago), "{id}: last pulse {ago} s ago");
+            assert!((ago + left - lease).abs() < 1e-6, "{id}: {ago} + {left}");
+            assert_eq!(cells["policy_version"].len(), 8, "{id}: {cells:?}");
+        }
+        let versions_alike = from_api
+            .iter()
+            .all(|(id, version, _, _)| shown[id]["policy_version"] == *version);
+        if versions_alike {
+            agreed = true;
+            break;
+        }
+        dom = browse(browser, &format!("{url}/"), &["--dump-dom".into()]).await;
+    }
+    assert!(agreed, "the page's policy versions never matched the API's");
+
+    // Two a page: the page shows the server's first page of two.
+    let dom = browse(
+        browser,
+        &format!("{url}/?instances_per_page=2"),
+        &["--dump-dom".into()],
+    )
+    .await;
+    let shown = rows(&dom, "instances", "data-instance");
+    let api = instances_api(url, "per_page=2").await;
+    let from_api: Vec<String> = api_rows(&api).into_iter().map(|r| r.0).collect();
+    assert_eq!(api["instances"]["total"], 3);
+    assert_eq!(from_api, ids[..2]);
+    assert_eq!(shown.keys().cloned().collect::<Vec<_>>(), from_api);
+    let total = tags_with(&dom, "id")
+        .into_iter()
+        .find(|a| a["id"] == "instances-range")
+        .and_then(|a| a.get("data-total").cloned());
+    assert_eq!(total.as_deref(), Some("3"));
 }

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use waitstate_control::{AppState, ControlConfig, ControlServer};
+use waitstate_control::{AppState, ControlConfig, ControlServer, InstanceOrder};
 use waitstate_core::Policy;
 use waitstate_core::histogram::Histogram;
 use waitstate_core::wire::{self, PulseBody, TagMetric};
@@ -330,6 +330,33 @@ async fn a_fleet_budget_is_split_once_and_tokens_and_replays_are_shared() {
         assert_eq!(shares, other);
     }
     assert!(last.iter().all(|p| p.tag_rate_limits.contains_key("free")));
+
+    // The dashboard's instance list (issue 18), from Redis: either replica lists the
+    // fleet's three instances, a page at a time, each with the policy version it was given.
+    for r in 0..2 {
+        let state = fleet.replica(r).state();
+        let page = state
+            .instances(ORG, "", InstanceOrder::Id, 0, 2)
+            .await
+            .unwrap()
+            .expect("the fleet");
+        assert_eq!((page.total, page.per_page), (3, 2));
+        let ids: Vec<&str> = page.items.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(ids, ["i0", "i1"]);
+        let rest = state
+            .instances(ORG, "", InstanceOrder::Id, 1, 2)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(rest.items.len(), 1);
+        let all: Vec<_> = page.items.iter().chain(&rest.items).collect();
+        assert!(all[0].policy_version.is_some());
+        for i in &all {
+            assert_eq!(i.policy_version, all[0].policy_version, "{i:?}");
+            assert_eq!(i.last_pulse_ago, Duration::ZERO);
+            assert_eq!(i.lease_left, fleet.config.server.lease);
+        }
+    }
 
     // A token bought from one replica is good at the other.
     let token: serde_json::Value = fleet

@@ -5,7 +5,8 @@
 //! |---|---|
 //! | `GET /` | the page (HTML; its script and style are embedded in the binary, nothing from a CDN) |
 //! | `GET /dashboard/app.js`, `GET /dashboard/style.css` | its assets |
-//! | `GET /dashboard/api/fleet?org=&site=&page=&per_page=&shards_page=` | everything the page shows, as JSON |
+//! | `GET /dashboard/api/fleet?org=&site=&page=&per_page=&shards_page=` | everything the page shows but the instances, as JSON |
+//! | `GET /dashboard/api/instances?org=&site=&page=&per_page=&sort=` | a page of a fleet's instances (`sort=id`, the default, or `stale`: the longest silent first), as JSON |
 //!
 //! The page polls the JSON every two seconds. The JSON is as private as `/metrics`: when
 //! `server.metrics_token` is set it needs `Authorization: Bearer <metrics_token>` (the page
@@ -18,7 +19,11 @@
 //! at a time (busiest first). The charts draw the busiest six tags. The history is sampled
 //! here every two seconds from [`AppState::shard`] (the same view tests and `/metrics` read;
 //! with Redis, as this replica last read it), kept for five minutes per fleet and capped per
-//! sample, so 10,000 instances cost what 10 do.
+//! sample, so 10,000 instances cost what 10 do. The one list that does grow with them,
+//! the instances of a fleet (each one's last pulse, the version of the fleet policy that
+//! pulse was answered with, what is left of that answer's lease), is sorted and cut into
+//! pages where it is held ([`AppState::instances`]): a request copies one page (at most
+//! 100), and the page asks for it only while it is shown.
 //!
 //! **What is approximate.** "Last pulse" is when this dashboard last saw the fleet's pulse
 //! count move (within one sampling period); the policy's version is a fingerprint of the
@@ -40,6 +45,8 @@ use waitstate_core::{Phase, Policy, TagCounters};
 
 use crate::ShardView;
 use crate::auth::MetricsScraper;
+use crate::fleet::policy_version;
+use crate::instances::{InstanceOrder, InstancePage};
 use crate::state::{AppState, lock};
 
 /// How often the history is sampled.
@@ -80,6 +87,15 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
         .route(
             "/dashboard/style.css",
             get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) }),
+        )
+        .route(
+            "/dashboard/api/instances",
+            get(
+                |State(state): State<AppState>, _: MetricsScraper, RawQuery(q): RawQuery| async move {
+                    let q = FleetQuery::parse(q.as_deref().unwrap_or_default());
+                    instances(&state, &q).await
+                },
+            ),
         )
         .route(
             "/dashboard/api/fleet",
@@ -205,15 +221,13 @@ fn shed_of(c: &TagCounters) -> u64 {
     c.rejected.iter().fold(0u64, |a, b| a.saturating_add(*b))
 }
 
-/// A stable fingerprint of a policy (FNV-1a over its JSON, whose maps are ordered).
+/// A stable fingerprint of a policy ([`policy_version`]), as shown.
 fn fingerprint(policy: &Policy) -> String {
-    let json = serde_json::to_vec(policy).unwrap_or_default();
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in json {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{:08x}", h >> 32)
+    version_text(policy_version(policy))
+}
+
+fn version_text(v: u32) -> String {
+    format!("{v:08x}")
 }
 
 impl Dashboard {
@@ -332,10 +346,12 @@ struct FleetQuery {
     per_page: Option<usize>,
     /// The page of the fleet list (20 a page).
     shards_page: usize,
+    /// The instances' order (`id`, `stale`).
+    sort: InstanceOrder,
 }
 
 impl FleetQuery {
-    /// `org=a&site=b&page=1&per_page=20&shards_page=0`, percent-decoded; unknown keys and
+    /// `org=a&site=b&page=1&per_page=20&shards_page=0&sort=stale`, percent-decoded; unknown keys and
     /// numbers that do not parse are ignored.
     fn parse(query: &str) -> Self {
         let mut q = Self::default();
@@ -348,6 +364,7 @@ impl FleetQuery {
                 "page" => q.page = v.parse().unwrap_or(0),
                 "per_page" => q.per_page = v.parse().ok(),
                 "shards_page" => q.shards_page = v.parse().unwrap_or(0),
+                "sort" if v == "stale" => q.sort = InstanceOrder::Stalest,
                 _ => {}
             }
         }
@@ -509,6 +526,113 @@ fn rule_row(r: &waitstate_core::RuleStatus) -> RuleRow {
     }
 }
 
+/// The answer of `/dashboard/api/instances`.
+#[derive(Debug, Serialize)]
+struct InstancesAnswer {
+    /// The fleet (`None`: none yet).
+    org: Option<String>,
+    site: Option<String>,
+    /// `id` or `stale`.
+    sort: &'static str,
+    /// The lease every answer carries.
+    lease_seconds: u64,
+    /// The version of the fleet policy now.
+    policy_version: Option<String>,
+    instances: Paged<InstanceRow>,
+}
+
+#[derive(Debug, Serialize)]
+struct InstanceRow {
+    id: String,
+    last_pulse_seconds_ago: f64,
+    /// The version of the fleet policy its last pulse was answered with.
+    policy_version: Option<String>,
+    /// Whether that is the fleet policy now.
+    current: bool,
+    lease_left_seconds: f64,
+}
+
+async fn instances(state: &AppState, q: &FleetQuery) -> Response {
+    let (org, site) = match &q.org {
+        Some(org) => (org.clone(), q.site.clone().unwrap_or_default()),
+        None => fleets(state).into_iter().next().unwrap_or_default(),
+    };
+    let per_page = q.per_page.unwrap_or(20);
+    let found = if org.is_empty() {
+        Ok(None)
+    } else {
+        state.instances(&org, &site, q.sort, q.page, per_page).await
+    };
+    let Ok(page) = found else {
+        // With Redis: it does not answer.
+        let mut res = (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONTENT_TYPE, "application/json")],
+            r#"{"error":"store_unavailable"}"#,
+        )
+            .into_response();
+        res.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        return res;
+    };
+    let now = state.shard(&org, &site).map(|v| fingerprint(&v.policy));
+    let known = page.is_some();
+    let page = page.unwrap_or(InstancePage {
+        total: 0,
+        page: q.page,
+        per_page: crate::instances::bounds(0, 0, per_page).1,
+        items: Vec::new(),
+    });
+    let items = page
+        .items
+        .into_iter()
+        .map(|i| {
+            let version = i.policy_version.map(version_text);
+            InstanceRow {
+                current: version.is_some() && version == now,
+                id: i.id,
+                last_pulse_seconds_ago: i.last_pulse_ago.as_secs_f64(),
+                policy_version: version,
+                lease_left_seconds: i.lease_left.as_secs_f64(),
+            }
+        })
+        .collect();
+    json(&InstancesAnswer {
+        org: known.then(|| org.clone()),
+        site: known.then(|| site.clone()),
+        sort: match q.sort {
+            InstanceOrder::Stalest => "stale",
+            _ => "id",
+        },
+        lease_seconds: state.config().server.lease.as_secs(),
+        policy_version: now,
+        instances: Paged {
+            total: page.total,
+            page: page.page,
+            per_page: page.per_page,
+            items,
+        },
+    })
+}
+
+/// `200`, JSON, not cached.
+fn json<T: Serialize>(answer: &T) -> Response {
+    match serde_json::to_vec(answer) {
+        Ok(body) => {
+            let mut res = (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+                .into_response();
+            res.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            res
+        }
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
 fn fleet(dash: &Dashboard, state: &AppState, q: &FleetQuery) -> Response {
     let now = Instant::now();
     dash.catch_up(state, now);
@@ -568,26 +692,12 @@ fn fleet(dash: &Dashboard, state: &AppState, q: &FleetQuery) -> Response {
         let history = fleets.get(&(org.clone(), site.clone()));
         select(state, org, site, view, history, q.page, per_page, now)
     });
-    let answer = FleetAnswer {
+    json(&FleetAnswer {
         sample_seconds: SAMPLE_EVERY.as_secs_f64(),
         totals,
         shards: page_of(rows, q.shards_page, 20),
         selected,
-    };
-    match serde_json::to_vec(&answer) {
-        Ok(body) => {
-            let mut res = (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "application/json")],
-                body,
-            )
-                .into_response();
-            res.headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            res
-        }
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-    }
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -691,57 +801,4 @@ fn series_of(h: &FleetHistory) -> Series {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn org_and_site_are_read_back_from_metrics_labels() {
-        assert_eq!(
-            parse_org_site(r#"org="acme",site="e\"u\\1"} 3"#),
-            Some(("acme".into(), "e\"u\\1".into()))
-        );
-        assert_eq!(
-            parse_org_site(r#"org="a",site=""} 0"#),
-            Some(("a".into(), String::new()))
-        );
-        assert_eq!(parse_org_site(r#"org="a"#), None);
-    }
-
-    #[test]
-    fn the_query_is_percent_decoded() {
-        let q = FleetQuery::parse("org=ac%20me&site=e%22u+1&page=2&per_page=x&bad=%&shards_page=1");
-        assert_eq!(q.org.as_deref(), Some("ac me"));
-        assert_eq!(q.site.as_deref(), Some("e\"u 1"));
-        assert_eq!((q.page, q.per_page, q.shards_page), (2, None, 1));
-        assert_eq!(percent_decode("%e2%82%ac%"), "\u{20ac}%");
-        assert_eq!(percent_decode("%zz%4"), "%zz%4");
-    }
-
-    #[test]
-    fn pages_are_bounded() {
-        let p = page_of((0..45).collect(), 2, 20);
-        assert_eq!((p.total, p.items), (45, vec![40, 41, 42, 43, 44]));
-        assert!(page_of((0..5).collect::<Vec<_>>(), 9, 20).items.is_empty());
-    }
-
-    #[test]
-    fn a_sample_keeps_the_busiest_tags_and_adds_the_rest() {
-        let mut tags = BTreeMap::new();
-        for i in 0..40u64 {
-            let mut c = TagCounters::default();
-            c.admitted = i * 10;
-            c.latency.record_n_micros(1_000 * (i + 1), 10);
-            tags.insert(format!("t{i:02}"), c);
-        }
-        let history = FleetHistory::default();
-        let frame = history.frame(&tags, Instant::now(), 2.0);
-        assert_eq!(frame.tags.len(), TAGS_PER_SAMPLE + 1);
-        assert_eq!(&*frame.tags[0].tag, "t39");
-        assert_eq!(frame.tags[0].admitted_rps, 195.0);
-        let other = frame.tags.last().unwrap();
-        assert_eq!(&*other.tag, OTHER);
-        // t00..t15: (0 + 10 + ... + 150) / 2 s.
-        assert_eq!(other.admitted_rps, 600.0);
-        assert!(other.p95_ms.is_some());
-    }
-}
+mod tests;

@@ -44,6 +44,8 @@ pub(crate) enum IngestError {
 #[derive(Debug)]
 struct Instance {
     last_seen: Instant,
+    /// The version ([`policy_version`]) of the fleet policy its last pulse was answered with.
+    given: u32,
     /// Per tag, the in-flight gauge of its last pulse.
     in_flight: BTreeMap<String, u64>,
     /// Per pulse: when, and the offered count per tag (demand).
@@ -149,6 +151,8 @@ pub(crate) struct Shard {
     /// and expiry, so an answer's budget split costs O(1) per tag, not O(instances).
     demand_total: BTreeMap<String, u64>,
     enforce: Policy,
+    /// [`policy_version`] of `enforce`.
+    version: u32,
     status: Vec<RuleStatus>,
     pulses: u64,
     /// What `/metrics` shows of this shard, kept up to date here (see [`crate::metrics`]).
@@ -202,10 +206,31 @@ impl Shard {
             instances: HashMap::new(),
             demand_total: BTreeMap::new(),
             enforce: Policy::default(),
+            version: policy_version(&Policy::default()),
             status: Vec::new(),
             pulses: 0,
             stats,
         })
+    }
+
+    /// Every live instance at `now` (silent for at most `ttl`): id, time since its last
+    /// pulse, the policy version that pulse was answered with.
+    pub(crate) fn instance_rows(
+        &self,
+        now: Instant,
+        ttl: Duration,
+    ) -> Vec<(&str, Duration, Option<u32>)> {
+        self.instances
+            .iter()
+            .map(|(id, i)| {
+                (
+                    id.as_str(),
+                    now.saturating_duration_since(i.last_seen),
+                    Some(i.given),
+                )
+            })
+            .filter(|(_, ago, _)| *ago <= ttl)
+            .collect()
     }
 
     pub(crate) fn view(&self) -> ShardView {
@@ -444,16 +469,19 @@ impl Fleets {
                 );
             }
         }
+        let given = shard.version;
         let inst = shard
             .instances
             .entry(body.instance_id.clone())
             .or_insert_with(|| Instance {
                 last_seen: now,
+                given,
                 in_flight: BTreeMap::new(),
                 demand: VecDeque::new(),
                 demand_sum: BTreeMap::new(),
             });
         inst.last_seen = now;
+        inst.given = given;
         inst.in_flight = in_flight;
         add_counts(&mut inst.demand_sum, &demand);
         add_counts(&mut shard.demand_total, &demand);
@@ -509,6 +537,9 @@ impl Fleets {
                 .collect();
             reading.custom = std::mem::take(&mut shard.custom);
             let (enforce, _dry) = shard.reflex.observe(since_origin, reading);
+            if enforce != shard.enforce {
+                shard.version = policy_version(&enforce);
+            }
             shard.enforce = enforce;
             shard.status = shard.reflex.status();
             shard.stats.set_instances(shard.instances.len());
@@ -537,6 +568,28 @@ fn expire(shard: &mut Shard, now: Instant, ttl: Duration) {
         }
         live
     });
+}
+
+/// A fleet policy's version: a fingerprint (FNV-1a over its JSON, whose maps are ordered,
+/// the high 32 bits): equal policies, equal versions. The dashboard shows it in hex.
+pub(crate) fn policy_version(policy: &Policy) -> u32 {
+    /// FNV-1a fed as the JSON is written: no buffer.
+    struct Fnv(u64);
+    impl std::io::Write for Fnv {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            for b in buf {
+                self.0 ^= u64::from(*b);
+                self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+    let _ = serde_json::to_writer(&mut h, policy);
+    (h.0 >> 32) as u32
 }
 
 /// What an answer is made of: a shard held here (in memory), or a fleet state read from

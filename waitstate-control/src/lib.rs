@@ -44,6 +44,7 @@ mod auth;
 mod config;
 mod dashboard;
 mod fleet;
+mod instances;
 mod jwt;
 mod metrics;
 mod refusal;
@@ -55,6 +56,7 @@ mod store;
 
 pub use config::{ConfigFileError, ControlConfig, KeyConfig, ServerConfig};
 pub use fleet::ShardView;
+pub use instances::{InstanceOrder, InstancePage, InstanceView};
 pub use routes::router;
 pub use server::ControlServer;
 pub use state::AppState;

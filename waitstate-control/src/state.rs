@@ -12,6 +12,7 @@ use waitstate_core::wire::TokenResponse;
 
 use crate::config::ControlConfig;
 use crate::fleet::{self, Fleets, IngestError, ShardView};
+use crate::instances::{self, InstanceOrder, InstancePage};
 use crate::jwt::{self, Claims};
 use crate::metrics::{self, Counters, FleetStats};
 use crate::replay::{MAX_REPLAY_ENTRIES, ReplayCache};
@@ -230,6 +231,45 @@ impl AppState {
             return store.shard(org, site);
         }
         lock(&self.shared.fleets).shard(org, site).map(|s| s.view())
+    }
+
+    /// A page of a fleet's live instances (`site` is `""` for pulses without a `siteId`):
+    /// each one's last pulse, the version of the fleet policy it was answered with, and
+    /// what is left of that answer's lease; `per_page` is kept within 1 and 100. `None`:
+    /// no such fleet. In memory, one pass over the fleet's instances under its lock; with
+    /// Redis, one read of the fleet's instance hash (not on the pulse path).
+    ///
+    /// # Errors
+    /// With Redis: Redis does not answer.
+    pub async fn instances(
+        &self,
+        org: &str,
+        site: &str,
+        order: InstanceOrder,
+        page: usize,
+        per_page: usize,
+    ) -> io::Result<Option<InstancePage>> {
+        let s = &*self.shared;
+        #[cfg(feature = "redis")]
+        if let Some(store) = &s.redis {
+            return store
+                .instances(org, site, self.wall_ms(), order, page, per_page)
+                .await
+                .map_err(|e| io::Error::new(io::ErrorKind::NotConnected, e.to_string()));
+        }
+        let now = Instant::now();
+        let fleets = lock(&s.fleets);
+        let Some(shard) = fleets.shard(org, site) else {
+            return Ok(None);
+        };
+        let rows = shard.instance_rows(now, s.config.server.instance_ttl);
+        Ok(Some(instances::page_of(
+            rows,
+            s.config.server.lease,
+            order,
+            page,
+            per_page,
+        )))
     }
 
     /// The policy an instance would get now.

@@ -1,11 +1,20 @@
 // The WaitState control plane's dashboard: polls /dashboard/api/fleet every two seconds and
-// draws it. Every text from the fleet (tags, rules, orgs) goes in with textContent, never
-// as HTML: tag names come from the instances' pulses.
+// draws it, then the shown fleet's page of instances from /dashboard/api/instances (paged
+// on the server: a fleet may hold 10,000). Every text from the fleet (tags, rules, orgs,
+// instance ids) goes in with textContent, never as HTML: they come from the pulses.
+// `?instances_per_page=N&instances_sort=stale` in the page's URL set the instance list's
+// page size and order.
 "use strict";
 
 const POLL_MS = 2000;
 const COLORS = ["#5aa9e6", "#f0b429", "#4cc38a", "#ef5b5b", "#b58cf0", "#7fd1c7"];
-const view = { org: null, site: null, page: 0, perPage: 20, shardsPage: 0 };
+const search = new URLSearchParams(location.search);
+const view = {
+  org: null, site: null, page: 0, perPage: 20, shardsPage: 0,
+  instPage: 0,
+  instPerPage: Math.max(1, parseInt(search.get("instances_per_page"), 10) || 20),
+  instSort: search.get("instances_sort") === "stale" ? "stale" : "id",
+};
 let polls = 0;
 
 const $ = (id) => document.getElementById(id);
@@ -25,6 +34,14 @@ function fmt(n) {
   if (!Number.isFinite(n)) return "∞";
   if (Number.isInteger(n)) return n.toLocaleString("en-US");
   return n.toLocaleString("en-US", { maximumFractionDigits: n < 10 ? 2 : 1 });
+}
+
+function duration(s) {
+  if (s === null || s === undefined) return "–";
+  if (s <= 0) return "expired";
+  const r = Math.round(s);
+  if (r < 120) return r + " s";
+  return Math.floor(r / 60) + " min " + (r % 60) + " s";
 }
 
 function ago(s) {
@@ -130,7 +147,7 @@ function render(d) {
     cell(tr, s.rules_active, { num: true, key: "rules_active" });
     cell(tr, s.admitted, { num: true, key: "admitted" });
     cell(tr, s.shed, { num: true, key: "shed" });
-    tr.addEventListener("click", () => { view.org = s.org; view.site = s.site; view.page = 0; poll(); });
+    tr.addEventListener("click", () => { view.org = s.org; view.site = s.site; view.page = 0; view.instPage = 0; poll(); });
     return tr;
   });
 
@@ -191,6 +208,62 @@ function render(d) {
   drawChart($("chart-p95"), s.series.ago, s.series.tags, (ts) => ts.p95_ms);
 }
 
+function renderInstances(d) {
+  const panel = $("instances-panel");
+  const p = d.instances;
+  $("instances-range").textContent = p.total
+    ? `${p.page * p.per_page + 1}–${p.page * p.per_page + p.items.length} of ${p.total}`
+    : "none live";
+  $("instances-range").dataset.total = String(p.total);
+  $("instances-prev").disabled = p.page === 0;
+  $("instances-next").disabled = (p.page + 1) * p.per_page >= p.total;
+  $("instances-sort").value = d.sort;
+  fill($("instances").tBodies[0], p.items, (i) => {
+    const tr = document.createElement("tr");
+    tr.dataset.instance = i.id;
+    cell(tr, i.id).className = "mono";
+    const last = cell(tr, ago(i.last_pulse_seconds_ago), { key: "last_pulse" });
+    last.dataset.v = String(i.last_pulse_seconds_ago);
+    const v = cell(tr, i.policy_version === null ? "unknown" : i.policy_version, { key: "policy_version" });
+    v.dataset.v = i.policy_version === null ? "" : i.policy_version;
+    v.dataset.current = String(i.current);
+    v.className = "mono" + (i.current ? "" : " stale");
+    if (i.policy_version !== null && !i.current) v.textContent += " (older)";
+    const lease = cell(tr, duration(i.lease_left_seconds), { key: "lease_left" });
+    lease.dataset.v = String(i.lease_left_seconds);
+    if (i.lease_left_seconds <= 0) lease.className = "stale";
+    return tr;
+  });
+  panel.dataset.status = "ok";
+}
+
+async function pollInstances(selected, headers) {
+  const panel = $("instances-panel");
+  if (!selected) {
+    $("instances").tBodies[0].replaceChildren();
+    $("instances-range").textContent = "";
+    panel.dataset.status = "ok";
+    return;
+  }
+  const q = new URLSearchParams({
+    org: selected.org, site: selected.site || "",
+    page: view.instPage, per_page: view.instPerPage, sort: view.instSort,
+  });
+  try {
+    const res = await fetch("/dashboard/api/instances?" + q, { headers, cache: "no-store" });
+    if (res.status === 503) {
+      panel.dataset.status = "unavailable";
+      $("instances-range").textContent = "not available: the fleet store does not answer";
+      return;
+    }
+    if (!res.ok) throw new Error("HTTP " + res.status);
+    renderInstances(await res.json());
+  } catch (e) {
+    panel.dataset.status = "error";
+    $("instances-range").textContent = "cannot load (" + e.message + ")";
+  }
+}
+
 async function poll() {
   const q = new URLSearchParams({ page: view.page, per_page: view.perPage, shards_page: view.shardsPage });
   if (view.org !== null) { q.set("org", view.org); q.set("site", view.site || ""); }
@@ -210,6 +283,7 @@ async function poll() {
     const d = await res.json();
     $("auth").hidden = true;
     render(d);
+    await pollInstances(d.selected, headers);
     polls += 1;
     document.body.dataset.polls = String(polls);
     document.body.dataset.status = "ok";
@@ -231,6 +305,9 @@ $("tags-prev").addEventListener("click", () => { view.page = Math.max(0, view.pa
 $("tags-next").addEventListener("click", () => { view.page += 1; poll(); });
 $("shards-prev").addEventListener("click", () => { view.shardsPage = Math.max(0, view.shardsPage - 1); poll(); });
 $("shards-next").addEventListener("click", () => { view.shardsPage += 1; poll(); });
+$("instances-prev").addEventListener("click", () => { view.instPage = Math.max(0, view.instPage - 1); poll(); });
+$("instances-next").addEventListener("click", () => { view.instPage += 1; poll(); });
+$("instances-sort").addEventListener("change", (e) => { view.instSort = e.target.value; view.instPage = 0; poll(); });
 
 poll();
 setInterval(poll, POLL_MS);

@@ -186,6 +186,10 @@ pub(crate) struct InstanceRecord {
     pub(crate) s: u64,
     /// In flight per tag, at its last pulse.
     pub(crate) f: BTreeMap<String, u64>,
+    /// The version of the fleet policy its last pulse was answered with
+    /// (`fleet::policy_version`); absent in records of older replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) v: Option<u32>,
 }
 
 /// A rule's state, for replicas that read the fleet state.

@@ -43,7 +43,8 @@ use super::health::Health;
 use super::snapshot::{self, StateFile};
 use super::writer::{Job, MAX_BATCH, demand_key, writer};
 use crate::config::{ControlConfig, ServerConfig};
-use crate::fleet::{self, IngestError, ShardView, add_to, for_rules_now};
+use crate::fleet::{self, IngestError, ShardView, add_to, for_rules_now, policy_version};
+use crate::instances::{self, InstanceOrder, InstancePage};
 use crate::metrics::{FleetStats, ShardStats};
 use crate::state::lock;
 
@@ -142,6 +143,8 @@ pub(crate) struct Cached {
     pub(super) stats: Arc<ShardStats>,
     /// Read back from the state file at start, not from Redis.
     pub(super) restored: bool,
+    /// [`fleet::policy_version`] of the state's policy.
+    pub(super) version: u32,
 }
 
 /// The fleet state in Redis, shared by every replica.
@@ -351,6 +354,8 @@ impl RedisStore {
             instance: body.instance_id.clone(),
             checked,
             now_ms,
+            // The answer below is made from this same `cached`.
+            version: cached.map_or_else(|| policy_version(&Policy::default()), |c| c.version),
             done,
         };
         if self.jobs.send(job).await.is_err() {
@@ -377,6 +382,55 @@ impl RedisStore {
             self.server(),
             self.engine(),
         )
+    }
+
+    /// A page of a shard's live instances, from its instance hash (one `HGETALL`, off the
+    /// pulse path); `None`: no such shard.
+    pub(crate) async fn instances(
+        &self,
+        org: &str,
+        site: &str,
+        now_ms: u64,
+        order: InstanceOrder,
+        page: usize,
+        per_page: usize,
+    ) -> RedisResult<Option<InstancePage>> {
+        self.health.saw(now_ms);
+        if !self.health.may_try() {
+            return Err(RedisError::from((redis::ErrorKind::Io, "Redis is down")));
+        }
+        let shard = (org.to_owned(), site.to_owned());
+        let k = ShardKeys::new(&self.prefix, &shard);
+        let read: RedisResult<HashMap<String, String>> = self.conn.clone().hgetall(&k.inst).await;
+        let inst = match read {
+            Ok(inst) => {
+                self.health.ok();
+                inst
+            }
+            Err(e) => {
+                self.health.failed("read the instances", &e);
+                return Err(e);
+            }
+        };
+        if inst.is_empty() && !self.cache.load().contains_key(&shard) {
+            return Ok(None);
+        }
+        let ttl = self.server().instance_ttl;
+        let rows = inst
+            .iter()
+            .filter_map(|(id, json)| {
+                let r = serde_json::from_str::<InstanceRecord>(json).ok()?;
+                let ago = Duration::from_millis(now_ms.saturating_sub(r.s));
+                (ago <= ttl).then_some((id.as_str(), ago, r.v))
+            })
+            .collect();
+        Ok(Some(instances::page_of(
+            rows,
+            self.server().lease,
+            order,
+            page,
+            per_page,
+        )))
     }
 
     /// A shard as this replica last read it.
@@ -428,6 +482,7 @@ impl RedisStore {
                 stats.set_tag(tag, c.admitted, fleet::rejected_total(c));
             }
             let cached = Cached {
+                version: policy_version(&s.state.policy),
                 state: s.state,
                 cumulative: s.cumulative,
                 rules: s.rules,
@@ -526,6 +581,7 @@ impl RedisStore {
             fresh_cache.insert(
                 shard,
                 Arc::new(Cached {
+                    version: policy_version(&state.policy),
                     state,
                     cumulative,
                     rules,

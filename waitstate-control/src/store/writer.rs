@@ -30,6 +30,8 @@ pub(super) struct Job {
     pub(super) instance: String,
     pub(super) checked: fleet::Checked,
     pub(super) now_ms: u64,
+    /// The version of the policy the pulse is answered with.
+    pub(super) version: u32,
     pub(super) done: oneshot::Sender<bool>,
 }
 
@@ -66,6 +68,7 @@ impl Batch {
             instance,
             checked: c,
             now_ms,
+            version,
             done,
         } = job;
         let b = self.shards.entry(shard).or_default();
@@ -105,6 +108,7 @@ impl Batch {
             InstanceRecord {
                 s: now_ms,
                 f: in_flight,
+                v: Some(version),
             },
         );
         done

@@ -67,6 +67,7 @@ fn firing(config: &ControlConfig) -> Cached {
         rules: status,
         stats: FleetStats::default().add_shard("acme", ""),
         restored: false,
+        version: 0,
     }
 }
 
