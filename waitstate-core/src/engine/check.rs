@@ -80,20 +80,20 @@ impl Engine {
     /// the wait with [`Queued::max_wait`] and [`Queued::give_up`]: the pure engine has no
     /// timer.
     pub fn admit_or_queue(&self, demand: &Demand<'_>, now: Duration) -> Admit {
-        self.admit_or_queue_lazy(demand, now, || demand.max_wait)
+        self.admit_or_queue_lazy(demand, || now, || demand.max_wait)
     }
 
-    /// [`Engine::admit_or_queue`], asking for the client's own deadline only when the
-    /// request must wait (the adapters read it from a header: a lookup saved on every
-    /// request that finds a slot).
+    /// [`Engine::admit_or_queue`], reading the time only if a rate limit or the queue needs
+    /// it, and asking for the client's own deadline only when the request must wait (the
+    /// adapters read it from a header: a lookup saved on every request that finds a slot).
     pub(crate) fn admit_or_queue_lazy(
         &self,
         demand: &Demand<'_>,
-        now: Duration,
+        now: impl Fn() -> Duration,
         client_deadline: impl FnOnce() -> Option<Duration>,
     ) -> Admit {
         self.with_entry(demand.tag, demand.declared_only, |entry| {
-            let would_reject = match self.check(entry, demand, || now) {
+            let would_reject = match self.check(entry, demand, &now) {
                 Ok(w) => w,
                 Err(rejection) => return Admit::Rejected(rejection),
             };
@@ -113,7 +113,7 @@ impl Engine {
                     .max_wait(slot.level)
                     .min(client.saturating_sub(pool.service_time())),
             };
-            match pool.enqueue(slot.level, now, wait) {
+            match pool.enqueue(slot.level, now(), wait) {
                 Err(()) => {
                     Admit::Rejected(self.refuse(slot, Reason::ConcurrencyLimited, None, None))
                 }

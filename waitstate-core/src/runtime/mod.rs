@@ -214,7 +214,7 @@ impl WaitState {
             return Entry::Rejected(rejection);
         }
         let start = clock_now();
-        let now = start.saturating_duration_since(self.inner.origin);
+        let now = || start.saturating_duration_since(self.inner.origin);
         match self
             .inner
             .engine
