@@ -14,6 +14,7 @@
 //! max_tokens = 65536            # admission tokens alive at once
 //! token_ttl = "30s"             # a token not finished by then ends as cancelled
 //! max_body_bytes = 262144
+//! max_body_memory = 16777216   # bodies being read at once, all connections together
 //! max_connections = 1024
 //! header_read_timeout = "10s"   # also closes an idle keep-alive connection
 //! pair_window = "200ms"         # how long a v1 latency report waits for its error report
@@ -107,6 +108,12 @@ pub struct AgentSettings {
     pub token_ttl: Duration,
     /// The largest request body read; a larger one gets `413`.
     pub max_body_bytes: usize,
+    /// The most memory the request bodies being read at once may hold, all connections
+    /// together (each reserves its `content-length`, or `max_body_bytes` when it sends
+    /// none, before it is read); a request that finds no room gets `503` with
+    /// `Retry-After`. Without it the bound would be `max_connections` x `max_body_bytes`
+    /// (256 MiB with the defaults).
+    pub max_body_memory: usize,
     /// Connections open at once; a connection past it is closed at once.
     pub max_connections: usize,
     /// The longest wait for a request's head, and for the next request on an idle
@@ -131,6 +138,7 @@ impl Default for AgentSettings {
             max_tokens: 65_536,
             token_ttl: Duration::from_secs(30),
             max_body_bytes: 256 * 1024,
+            max_body_memory: 16 * 1024 * 1024,
             max_connections: 1024,
             header_read_timeout: Duration::from_secs(10),
             pair_window: Duration::from_millis(200),
@@ -160,6 +168,9 @@ impl AgentSettings {
         }
         if self.max_body_bytes < 1024 {
             return invalid("max_body_bytes", "must be at least 1024");
+        }
+        if self.max_body_memory < self.max_body_bytes {
+            return invalid("max_body_memory", "must be at least max_body_bytes");
         }
         if self.token_ttl < Duration::from_millis(10) {
             return invalid("token_ttl", "must be at least 10ms");

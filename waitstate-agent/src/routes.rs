@@ -9,7 +9,7 @@
 //! | `ANY /authz`, `/authz/{*path}` | nginx `auth_request`, Envoy `ext_authz` | `200` or `429` + `Retry-After` |
 //! | `POST /graphql/coprocessor` | Apollo Router coprocessor | the router's JSON protocol |
 //! | `GET /healthz` | probes | `200 ok` |
-//! | `GET /v1/status` | people | tokens, in flight, the learned limit |
+//! | `GET /v1/status` | people | tokens, in flight, the learned limit, body memory reserved |
 //!
 //! Bad input is a `4xx` with `{"error": ..., "message": ...}`, never a panic.
 
@@ -27,6 +27,7 @@ use crate::agent::Agent;
 
 pub(crate) fn router(agent: Agent) -> Router {
     let limit = agent.inner.settings.max_body_bytes;
+    let budget = BodyBudget::new(agent.inner.settings.max_body_memory, limit);
     Router::new()
         .route("/gate", post(crate::v1::gate))
         .route("/report-latency", post(crate::v1::report_latency))
@@ -38,13 +39,71 @@ pub(crate) fn router(agent: Agent) -> Router {
         .route("/authz/{*path}", any(crate::authz::authz))
         .route("/graphql/coprocessor", post(crate::graphql::coprocessor))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/v1/status", get(status))
+        .route("/v1/status", {
+            let budget = budget.clone();
+            get(move |state| status(state, budget))
+        })
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            let budget = budget.clone();
+            async move { budget.run(req, next).await }
+        }))
         .with_state(agent)
 }
 
-async fn status(State(agent): State<Agent>) -> Response {
+/// The memory that the request bodies being read at once may hold, all connections
+/// together (`max_body_memory`), counted in KiB by a semaphore. A request with a body
+/// reserves its size (its `content-length`, or `max_body_bytes` when it sends none) before
+/// its handler reads it, and gives it back when the answer is ready; one that finds no
+/// room is answered `503` at once, before a byte of its body is read.
+#[derive(Clone)]
+struct BodyBudget {
+    kib: std::sync::Arc<tokio::sync::Semaphore>,
+    total_kib: usize,
+    max_body: u64,
+}
+
+impl BodyBudget {
+    fn new(max_memory: usize, max_body: usize) -> Self {
+        let kib = (max_memory / 1024).min(tokio::sync::Semaphore::MAX_PERMITS);
+        Self {
+            kib: std::sync::Arc::new(tokio::sync::Semaphore::new(kib)),
+            total_kib: kib,
+            max_body: max_body as u64,
+        }
+    }
+
+    async fn run(&self, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+        let headers = req.headers();
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+        let has_body = match declared {
+            Some(n) => n > 0,
+            None => headers.contains_key(header::TRANSFER_ENCODING),
+        };
+        if !has_body {
+            return next.run(req).await;
+        }
+        // A body past `max_body_bytes` is refused (413) after reading at most that much.
+        let bytes = declared.map_or(self.max_body, |n| n.min(self.max_body));
+        let kib = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
+        let Ok(_reserved) = self.kib.clone().try_acquire_many_owned(kib) else {
+            let mut busy = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "too many request bodies are being read at once (max_body_memory)",
+            );
+            busy.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return busy;
+        };
+        next.run(req).await
+    }
+}
+
+async fn status(State(agent): State<Agent>, budget: BodyBudget) -> Response {
     let ws = agent.waitstate();
     let a = ws.admission();
     let ms = |d: Option<std::time::Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
@@ -57,6 +116,10 @@ async fn status(State(agent): State<Agent>) -> Response {
         "adaptive": a.adaptive,
         "baselineMs": ms(a.baseline),
         "serviceTimeMs": ms(a.service_time),
+        "bodyMemoryKib": {
+            "reserved": budget.total_kib - budget.kib.available_permits(),
+            "max": budget.total_kib,
+        },
     });
     json(StatusCode::OK, body.to_string())
 }

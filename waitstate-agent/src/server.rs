@@ -6,6 +6,7 @@
 //! | `max_connections` open at once (TCP and unix together) | a new connection is closed at once |
 //! | `header_read_timeout` for a request's head, and for an idle keep-alive connection | the connection is closed |
 //! | `max_body_bytes` | `413` |
+//! | `max_body_memory`, the bodies being read at once, all connections together | `503` + `Retry-After` |
 //! | `max_tokens` alive | `/v1/admit` answers `429 concurrency_limited` |
 //!
 //! Shutdown ([`AgentServer::shutdown`], what SIGTERM and ctrl-c do in the binary) stops

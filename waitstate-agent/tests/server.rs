@@ -142,3 +142,79 @@ async fn a_live_agents_socket_is_not_taken_over() {
     one.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `GET /v1/status`'s JSON.
+async fn status(addr: std::net::SocketAddr) -> serde_json::Value {
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    let got = exchange(
+        &mut c,
+        "GET /v1/status HTTP/1.1\r\nhost: agent\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    let body = got.split_once("\r\n\r\n").unwrap().1;
+    serde_json::from_str(body).unwrap()
+}
+
+#[tokio::test]
+async fn request_bodies_share_one_memory_budget() {
+    let config = AgentConfig::from_toml_str(
+        "[tags]\nfree = 10\n[agent]\nmax_body_bytes = 1024\nmax_body_memory = 2048\n",
+    )
+    .unwrap();
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = AgentServer::serve(Agent::new(config).unwrap(), Some(tcp), None).unwrap();
+    let addr = server.local_addr().unwrap();
+    let body = r#"{"tag":"free","weight":1.0}"#;
+    let head = |len: usize| {
+        format!(
+            "POST /gate HTTP/1.1\r\nhost: agent\r\ncontent-type: application/json\r\ncontent-length: {len}\r\n\r\n"
+        )
+    };
+    // Two slow clients announce bodies of 1,000 bytes and send only their heads: the
+    // budget (2 KiB) is all reserved while their bodies are awaited.
+    let mut slow = Vec::new();
+    for _ in 0..2 {
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(head(1000).as_bytes()).await.unwrap();
+        slow.push(c);
+    }
+    let mut reserved = 0;
+    for _ in 0..1000 {
+        reserved = status(addr).await["bodyMemoryKib"]["reserved"]
+            .as_u64()
+            .unwrap();
+        if reserved == 2 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(reserved, 2, "both slow bodies hold their reservation");
+    // A third request with a body finds no room: 503 at once, its body never read.
+    let mut third = TcpStream::connect(addr).await.unwrap();
+    let refused = exchange(&mut third, &gate("free")).await;
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(refused.contains("retry-after: 1"), "{refused}");
+    assert!(refused.contains(r#""error":"busy""#), "{refused}");
+    // Requests without a body are not held back.
+    assert_eq!(status(addr).await["bodyMemoryKib"]["max"], 2);
+    // The slow bodies arrive (padded to the length announced): both are served, and the
+    // memory is given back.
+    for c in &mut slow {
+        let padded = format!("{body:<1000}");
+        let got = exchange(c, &padded).await;
+        assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    }
+    let mut after = TcpStream::connect(addr).await.unwrap();
+    let served = exchange(&mut after, &gate("free")).await;
+    assert!(served.starts_with("HTTP/1.1 200"), "{served}");
+    assert_eq!(status(addr).await["bodyMemoryKib"]["reserved"], 0);
+    server.shutdown().await;
+}
+
+#[test]
+fn the_body_budget_must_hold_one_body() {
+    let err =
+        AgentConfig::from_toml_str("[agent]\nmax_body_bytes = 4096\nmax_body_memory = 2048\n")
+            .unwrap_err();
+    assert!(err.to_string().contains("max_body_memory"), "{err}");
+}
