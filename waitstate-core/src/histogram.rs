@@ -158,6 +158,14 @@ impl AtomicHistogram {
         }
     }
 
+    /// Adds the cumulative counts into `out` (saturating), for a histogram kept in stripes
+    /// and read as their sum. No allocation.
+    pub(crate) fn add_into(&self, out: &mut Histogram) {
+        for (dst, src) in out.counts.iter_mut().zip(self.counts.iter()) {
+            *dst = dst.saturating_add(src.load(Ordering::Relaxed));
+        }
+    }
+
     /// Total number of records (sum over buckets, relaxed loads).
     fn total(&self) -> u64 {
         self.counts

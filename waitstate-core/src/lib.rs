@@ -68,6 +68,7 @@ mod registry;
 pub mod rule;
 #[cfg(feature = "runtime")]
 mod runtime;
+mod stripe;
 pub mod tagger;
 
 pub use admission::{AdmissionState, LevelState};

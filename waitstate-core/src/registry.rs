@@ -10,6 +10,7 @@ use std::sync::{Arc, OnceLock};
 use crate::admission::{Pool, PoolSettings};
 use crate::decision::Reason;
 use crate::histogram::{AtomicHistogram, Histogram};
+use crate::stripe::Striped;
 
 pub use crate::names::{DEFAULT_TAG, MAX_TAG_LEN, OVERFLOW_TAG};
 /// How many custom metric names the engine tracks; reports past it are dropped and counted.
@@ -175,6 +176,9 @@ impl CustomSet {
 
 /// All state of one tag. Aligned so that two slots never share a cache line: threads
 /// serving different tags do not contend.
+///
+/// The alignment also puts the `Arc`'s reference counts (which every admitted request's
+/// ticket moves) on a line of their own, away from the fields every request reads.
 #[repr(align(128))]
 pub(crate) struct TagSlot {
     pub(crate) name: Box<str>,
@@ -185,17 +189,27 @@ pub(crate) struct TagSlot {
     /// The index of `priority` in `global`'s levels.
     pub(crate) level: usize,
     pub(crate) global: Arc<Global>,
-    // Written on every decision.
-    pub(crate) in_flight: AtomicU64,
-    pub(crate) admitted: AtomicU64,
-    pub(crate) admitted_weight_milli: AtomicU64,
+    /// What every admitted request writes, once per stripe (see [`crate::stripe`]).
+    pub(crate) hot: Striped<Hot>,
+    // Written on rejections and by active limits.
     pub(crate) rejected: [AtomicU64; Reason::ALL.len()],
     pub(crate) would_reject: AtomicU64,
     pub(crate) throttle_credit: AtomicU64,
     pub(crate) dry_throttle_credit: AtomicU64,
     pub(crate) tat: AtomicU64,
     pub(crate) dry_tat: AtomicU64,
-    // Written when a request ends.
+    pub(crate) latency: AtomicHistogram,
+    pub(crate) custom: CustomSet,
+}
+
+/// A tag's counters that every admitted request writes: one line per stripe. All of them
+/// only grow but `in_flight`, a gauge whose `+1` and `-1` may land on different stripes;
+/// every sum wraps (see [`crate::stripe`]).
+#[derive(Debug, Default)]
+pub(crate) struct Hot {
+    pub(crate) in_flight: AtomicU64,
+    pub(crate) admitted: AtomicU64,
+    pub(crate) admitted_weight_milli: AtomicU64,
     pub(crate) completed: AtomicU64,
     pub(crate) errors: AtomicU64,
     /// Requests whose client went away before the answer (not successes, not errors).
@@ -203,8 +217,6 @@ pub(crate) struct TagSlot {
     /// Requests whose handler panicked (not successes, not backend errors).
     pub(crate) panicked: AtomicU64,
     pub(crate) latency_sum_us: AtomicU64,
-    pub(crate) latency: AtomicHistogram,
-    pub(crate) custom: CustomSet,
 }
 
 impl fmt::Debug for TagSlot {
@@ -212,7 +224,7 @@ impl fmt::Debug for TagSlot {
         f.debug_struct("TagSlot")
             .field("name", &self.name)
             .field("priority", &self.priority)
-            .field("in_flight", &self.in_flight.load(Relaxed))
+            .field("in_flight", &self.in_flight())
             .finish_non_exhaustive()
     }
 }
@@ -232,20 +244,13 @@ impl TagSlot {
             priority,
             level: global.level_of(priority),
             global,
-            in_flight: AtomicU64::new(0),
-            admitted: AtomicU64::new(0),
-            admitted_weight_milli: AtomicU64::new(0),
+            hot: Striped::default(),
             rejected: Default::default(),
             would_reject: AtomicU64::new(0),
             throttle_credit: AtomicU64::new(0),
             dry_throttle_credit: AtomicU64::new(0),
             tat: AtomicU64::new(0),
             dry_tat: AtomicU64::new(0),
-            completed: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
-            cancelled: AtomicU64::new(0),
-            panicked: AtomicU64::new(0),
-            latency_sum_us: AtomicU64::new(0),
             latency: AtomicHistogram::new(),
             custom: CustomSet::default(),
         }
@@ -255,39 +260,67 @@ impl TagSlot {
     /// request counts only as such: its latency was cut short, and it says nothing of the
     /// backend's health.
     pub(crate) fn record_end(&self, latency_us: u64, ending: Ending) {
+        let hot = self.hot.local();
         match ending {
             Ending::Cancelled => {
-                self.cancelled.fetch_add(1, Relaxed);
+                hot.cancelled.fetch_add(1, Relaxed);
                 return;
             }
             Ending::Panicked => {
-                self.panicked.fetch_add(1, Relaxed);
+                hot.panicked.fetch_add(1, Relaxed);
                 return;
             }
             Ending::Error => {
-                self.errors.fetch_add(1, Relaxed);
+                hot.errors.fetch_add(1, Relaxed);
             }
             Ending::Success => {}
         }
         self.latency.record_micros(latency_us);
-        self.latency_sum_us.fetch_add(latency_us, Relaxed);
-        self.completed.fetch_add(1, Relaxed);
+        hot.latency_sum_us.fetch_add(latency_us, Relaxed);
+        hot.completed.fetch_add(1, Relaxed);
+    }
+
+    /// The sum over the stripes of one hot counter.
+    fn sum(&self, field: impl Fn(&Hot) -> &AtomicU64) -> u64 {
+        self.hot
+            .iter()
+            .map(|h| field(h).load(Relaxed))
+            .fold(0, u64::wrapping_add)
+    }
+
+    /// Requests of this tag in flight now.
+    pub(crate) fn in_flight(&self) -> u64 {
+        self.sum(|h| &h.in_flight)
+    }
+
+    /// Everything counted for this tag so far (admissions, completions, rejections), a
+    /// number that moves whenever the tag is used.
+    pub(crate) fn activity(&self) -> u64 {
+        self.sum(|h| &h.admitted)
+            .wrapping_add(self.sum(|h| &h.completed))
+            .wrapping_add(self.would_reject.load(Relaxed))
+            .wrapping_add(
+                self.rejected
+                    .iter()
+                    .map(|r| r.load(Relaxed))
+                    .fold(0, u64::wrapping_add),
+            )
     }
 
     /// Copy the cumulative counters into `out` (allocation-free once `out` exists).
     pub(crate) fn load_into(&self, out: &mut TagCounters) {
-        out.admitted = self.admitted.load(Relaxed);
-        out.admitted_weight = self.admitted_weight_milli.load(Relaxed) as f64 / 1000.0;
+        out.admitted = self.sum(|h| &h.admitted);
+        out.admitted_weight = self.sum(|h| &h.admitted_weight_milli) as f64 / 1000.0;
         for (o, r) in out.rejected.iter_mut().zip(&self.rejected) {
             *o = r.load(Relaxed);
         }
         out.would_reject = self.would_reject.load(Relaxed);
-        out.completed = self.completed.load(Relaxed);
-        out.errors = self.errors.load(Relaxed);
-        out.cancelled = self.cancelled.load(Relaxed);
-        out.panicked = self.panicked.load(Relaxed);
-        out.latency_sum_us = self.latency_sum_us.load(Relaxed);
-        out.in_flight = self.in_flight.load(Relaxed);
+        out.completed = self.sum(|h| &h.completed);
+        out.errors = self.sum(|h| &h.errors);
+        out.cancelled = self.sum(|h| &h.cancelled);
+        out.panicked = self.sum(|h| &h.panicked);
+        out.latency_sum_us = self.sum(|h| &h.latency_sum_us);
+        out.in_flight = self.in_flight();
         self.latency.load_into(&mut out.latency);
     }
 }

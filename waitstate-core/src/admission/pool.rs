@@ -11,6 +11,7 @@ use super::limit::{LearnedLimit, LimitSettings, Verdict, Window};
 use super::{AdmissionState, LevelState};
 use crate::histogram::{AtomicHistogram, Histogram};
 use crate::registry::TagSlot;
+use crate::stripe::{Padded, Striped};
 
 /// How the pool is set up (from `[admission]`).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -96,7 +97,9 @@ struct Learner {
 /// The pool: every admitted request holds one slot until its ticket ends.
 #[derive(Debug)]
 pub(crate) struct Pool {
-    in_use: AtomicU64,
+    /// Slots held: written by every admission and every end, so alone on its cache line,
+    /// away from the fields every request only reads (`limit`, `waiting`).
+    in_use: Padded<AtomicU64>,
     /// The limit in force: the learned one, under the static cap.
     limit: AtomicU64,
     waiting: AtomicU64,
@@ -104,8 +107,9 @@ pub(crate) struct Pool {
     static_cap: AtomicU64,
     /// The last window's median service time (µs), for wait estimates; 0 = unknown.
     service_us: AtomicU64,
-    /// Successful completions' service times (cumulative; the learner takes deltas).
-    service: AtomicHistogram,
+    /// Successful completions' service times (cumulative; the learner takes deltas), one
+    /// histogram per stripe (every success writes one bucket; see [`crate::stripe`]).
+    service: Striped<AtomicHistogram>,
     levels: Box<[LevelStats]>,
     /// Every tag's slot, to count a level's requests in flight on the slow path (the hot
     /// path keeps one counter per tag, not another per level).
@@ -119,13 +123,13 @@ impl Pool {
     pub(crate) fn new(levels: usize, settings: PoolSettings) -> Self {
         let learned = LearnedLimit::new(settings.limit);
         let pool = Self {
-            in_use: AtomicU64::new(0),
+            in_use: Padded(AtomicU64::new(0)),
             limit: AtomicU64::new(u64::MAX),
             waiting: AtomicU64::new(0),
             saturated: AtomicBool::new(false),
             static_cap: AtomicU64::new(u64::MAX),
             service_us: AtomicU64::new(0),
-            service: AtomicHistogram::new(),
+            service: Striped::default(),
             levels: (0..levels).map(|_| LevelStats::default()).collect(),
             tags: Mutex::new(Vec::new()),
             settings,
@@ -158,7 +162,7 @@ impl Pool {
             if let Some(slot) = slot.upgrade()
                 && let Some(n) = out.get_mut(slot.level)
             {
-                *n += slot.in_flight.load(Relaxed);
+                *n += slot.in_flight();
             }
         }
         out
@@ -429,7 +433,7 @@ impl Pool {
     /// A request ended successfully after `service_us` in the backend.
     #[inline]
     pub(crate) fn record(&self, service_us: u64) {
-        self.service.record_micros(service_us);
+        self.service.local().record_micros(service_us);
     }
 
     /// Close the window under way if it is due, learn from it, and publish the new limit.
@@ -439,7 +443,10 @@ impl Pool {
             return;
         };
         let l = &mut *guard;
-        self.service.load_into(&mut l.scratch);
+        l.scratch.clear();
+        for stripe in self.service.iter() {
+            stripe.add_into(&mut l.scratch);
+        }
         l.scratch.subtract(&l.seen);
         let samples = l.scratch.count();
         match l.limit.window_verdict(l.window_start, now, samples) {

@@ -258,8 +258,9 @@ fn count_admitted(slot: &TagSlot, weight: f64, would_reject: Option<Reason>) {
     if would_reject.is_some() {
         slot.would_reject.fetch_add(1, Relaxed);
     }
-    slot.admitted.fetch_add(1, Relaxed);
-    slot.admitted_weight_milli
+    let hot = slot.hot.local();
+    hot.admitted.fetch_add(1, Relaxed);
+    hot.admitted_weight_milli
         .fetch_add(milli_units(weight), Relaxed);
 }
 
@@ -274,7 +275,7 @@ fn milli_units(weight: f64) -> u64 {
 /// Count an admission whose slot is held, and hand out its ticket.
 pub(super) fn grant(slot: &Arc<TagSlot>, weight: f64, would_reject: Option<Reason>) -> Ticket {
     count_admitted(slot, weight, would_reject);
-    slot.in_flight.fetch_add(1, Relaxed);
+    slot.hot.local().in_flight.fetch_add(1, Relaxed);
     Ticket {
         slot: slot.clone(),
         would_reject,

@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use foldhash::fast::RandomState;
@@ -153,18 +152,8 @@ impl Engine {
             if name == DEFAULT_TAG || self.priorities.contains_key(name) || named.contains(name) {
                 continue;
             }
-            let in_flight = slot.in_flight.load(Relaxed);
-            let activity = slot
-                .admitted
-                .load(Relaxed)
-                .wrapping_add(slot.completed.load(Relaxed))
-                .wrapping_add(slot.would_reject.load(Relaxed))
-                .wrapping_add(
-                    slot.rejected
-                        .iter()
-                        .map(|r| r.load(Relaxed))
-                        .fold(0, u64::wrapping_add),
-                );
+            let in_flight = slot.in_flight();
+            let activity = slot.activity();
             let since = match w.quiet.get(name) {
                 Some(&(generation, before, since))
                     if generation == slot.generation && before == activity && in_flight == 0 =>

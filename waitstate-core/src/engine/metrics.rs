@@ -1,7 +1,5 @@
 //! Custom metrics and counters: what the reflex tick and the pulse read.
 
-use std::sync::atomic::Ordering::Relaxed;
-
 use std::time::Duration;
 
 use super::{Engine, ReportError};
@@ -110,7 +108,7 @@ impl Engine {
         w.slots
             .iter()
             .chain(std::iter::once(&self.overflow))
-            .map(|s| s.in_flight.load(Relaxed))
+            .map(|s| s.in_flight())
             .sum()
     }
 

@@ -79,7 +79,7 @@ impl Ticket {
     fn release(&mut self) {
         if !self.done {
             self.done = true;
-            self.slot.in_flight.fetch_sub(1, Relaxed);
+            self.slot.hot.local().in_flight.fetch_sub(1, Relaxed);
             self.slot.global.pool.release();
         }
     }
