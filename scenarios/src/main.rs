@@ -306,6 +306,10 @@ impl Sampler {
             g.waiting = Some(a.levels.iter().map(|l| l.waiting).sum());
             g.timed_out = Some(timed_out.saturating_sub(self.timed_out));
             self.timed_out = timed_out;
+            let ms = |d: Option<std::time::Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
+            g.baseline_ms = ms(a.baseline);
+            g.service_ms = ms(a.service_time);
+            g.probing = Some(a.probing);
         }
         self.gauges.push(g);
     }

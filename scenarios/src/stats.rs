@@ -63,6 +63,15 @@ pub(crate) struct Gauges {
     /// WaitState: waiters turned away during the second (deadline passed, or made late by a
     /// higher level).
     pub(crate) timed_out: Option<u64>,
+    /// WaitState: the learned no-load baseline at the end of the second (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) baseline_ms: Option<f64>,
+    /// WaitState: the median service time of the last window that moved the limit (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) service_ms: Option<f64>,
+    /// WaitState: a probe (the limit held at 3/4) was under way at the end of the second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) probing: Option<bool>,
 }
 
 /// Seconds of the incident left out of its steady part: the first ones (the gate is still
@@ -634,6 +643,7 @@ mod tests {
                     in_flight: Some(10),
                     waiting: Some(if incident { 4 } else { 0 }),
                     timed_out: Some(if incident { 3 } else { 1 }),
+                    ..Gauges::default()
                 }
             })
             .collect();

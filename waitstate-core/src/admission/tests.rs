@@ -8,15 +8,22 @@ use super::pool::{Pool, PoolSettings};
 
 /// A backend of `capacity` connections and a median service time: past the knee, what is in
 /// flight waits for a connection, so the median grows in proportion (Little's law).
+///
+/// `soft_knee`: how much slower the median already is at the knee than with no load (a
+/// real pool: variable service times, connections handed over, the host busy); it grows
+/// with the load below the knee and stays on top past it. 0 is the sharp knee of the model.
 #[derive(Clone, Copy)]
 struct Backend {
     capacity: f64,
     service_ms: f64,
+    soft_knee: f64,
 }
 
 impl Backend {
     fn median_us(&self, in_flight: f64) -> u64 {
-        (self.service_ms * 1000.0 * (in_flight / self.capacity).max(1.0)) as u64
+        let load = (in_flight / self.capacity).min(1.0);
+        let soft = 1.0 + self.soft_knee * load.powi(4);
+        (self.service_ms * 1000.0 * soft * (in_flight / self.capacity).max(1.0)) as u64
     }
 
     /// Completions per second with `in_flight` requests held.
@@ -107,6 +114,7 @@ fn mean(xs: &[u64]) -> f64 {
 const POOL_OF_10: Backend = Backend {
     capacity: 10.0,
     service_ms: 50.0,
+    soft_knee: 0.0,
 };
 
 #[test]
@@ -150,6 +158,29 @@ fn host_hiccups_do_not_raise_the_baseline() {
         let b = l.baseline().unwrap().as_secs_f64() * 1000.0;
         assert!((44.0..=60.0).contains(&b), "1 in {spikes}: baseline {b} ms");
     }
+}
+
+#[test]
+fn a_soft_knee_does_not_raise_the_baseline() {
+    // A backend whose median already rises before the knee (1.4x at the knee) still has
+    // a median that falls when a probe holds less in flight: ten minutes of overload, the
+    // baseline stays the no-load median, the limit near the knee. (What raised the
+    // baseline in the surge scenario of 2026-12-02, 84 -> 117 ms, was a median that did
+    // not fall at all during a probe: a latency raised by the load itself, not by what is
+    // in flight; SCENARIOS.md, "The baseline under a surge". This model has no such term.)
+    let soft = Backend {
+        soft_knee: 0.4,
+        ..POOL_OF_10
+    };
+    let mut l = LearnedLimit::new(LimitSettings::default());
+    let trace = drive(&mut l, soft, None, Duration::ZERO, 600);
+    let b = l.baseline().unwrap().as_secs_f64() * 1000.0;
+    assert!((44.0..=60.0).contains(&b), "baseline {b} ms");
+    let last_minute = mean(&trace[trace.len() - 600..]);
+    assert!(
+        last_minute <= 16.0,
+        "limit {last_minute} against a knee of 10"
+    );
 }
 
 #[test]
@@ -237,6 +268,7 @@ fn windows_without_enough_samples_or_demand_move_nothing() {
     let trickle = Backend {
         capacity: 10.0,
         service_ms: 500.0,
+        soft_knee: 0.0,
     };
     let trace = drive(&mut l, trickle, Some(1.0), Duration::from_secs(10), 60);
     assert!(trace.iter().all(|&x| x == before), "{trace:?}");
@@ -257,12 +289,14 @@ fn the_limit_stays_within_its_bounds() {
     let huge = Backend {
         capacity: 1000.0,
         service_ms: 10.0,
+        soft_knee: 0.0,
     };
     let trace = drive(&mut l, huge, None, Duration::ZERO, 20);
     assert!(trace.iter().all(|&x| (3..=12).contains(&x)), "{trace:?}");
     let tiny = Backend {
         capacity: 1.0,
         service_ms: 10.0,
+        soft_knee: 0.0,
     };
     let trace = drive(&mut l, tiny, None, Duration::from_secs(20), 20);
     assert!(trace.iter().all(|&x| (2..=12).contains(&x)), "{trace:?}");
