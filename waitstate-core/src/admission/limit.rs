@@ -141,6 +141,18 @@ impl LearnedLimit {
         self.baseline_us.map(Duration::from_micros)
     }
 
+    /// A median of enough samples pooled over several windows (the pool gathers them):
+    /// below the baseline, it becomes the baseline. (A window of enough samples does the
+    /// same in [`LearnedLimit::update`]; at low rates none has enough.)
+    pub(crate) fn offer_baseline(&mut self, median_us: u64) {
+        if let Some(b) = self.baseline_us
+            && median_us > 0
+            && median_us < b
+        {
+            self.baseline_us = Some(median_us);
+        }
+    }
+
     pub(crate) fn last_median(&self) -> Option<Duration> {
         self.last_median_us.map(Duration::from_micros)
     }

@@ -34,6 +34,11 @@ impl Default for PoolSettings {
     }
 }
 
+/// Samples pooled across windows before their median may lower the baseline.
+const POOLED_SAMPLES: u64 = 50;
+/// The oldest pooled samples kept for that.
+const POOLED_MAX_AGE: Duration = Duration::from_secs(10);
+
 /// Before a baseline is known, the wait a request may spend in the queue.
 const DEFAULT_WAIT: Duration = Duration::from_millis(100);
 
@@ -92,6 +97,13 @@ struct Learner {
     window_start: Duration,
     seen: Histogram,
     scratch: Histogram,
+    /// Closed windows' samples pooled until there are enough to judge the baseline by
+    /// (at low rates no single window has them, and the baseline could never come down),
+    /// since `pooled_since`; emptied when the baseline rises (samples from before a slower
+    /// backend was learned must not bring the old baseline back) and when older than
+    /// `POOLED_MAX_AGE`.
+    pooled: Histogram,
+    pooled_since: Duration,
 }
 
 /// The pool: every admitted request holds one slot until its ticket ends.
@@ -141,6 +153,8 @@ impl Pool {
                 window_start: Duration::ZERO,
                 seen: Histogram::new(),
                 scratch: Histogram::new(),
+                pooled: Histogram::new(),
+                pooled_since: Duration::ZERO,
             }),
         };
         pool.publish_limit(&pool.lock_learner());
@@ -462,7 +476,24 @@ impl Pool {
                     median_us,
                     saturated: self.saturated.swap(false, Relaxed),
                 };
+                let before = l.limit.baseline();
                 l.limit.update(window, now);
+                if l.limit.baseline() > before
+                    || now.saturating_sub(l.pooled_since) > POOLED_MAX_AGE
+                {
+                    l.pooled.clear();
+                    l.pooled_since = now;
+                }
+                // A median of enough pooled samples below the baseline lowers it: no
+                // load makes the median faster, so this is the backend's own speed.
+                l.pooled.merge(&l.scratch);
+                if l.pooled.count() >= POOLED_SAMPLES {
+                    if let Some(m) = l.pooled.quantile_micros(0.5) {
+                        l.limit.offer_baseline(m);
+                    }
+                    l.pooled.clear();
+                    l.pooled_since = now;
+                }
                 if let Some(m) = l.limit.last_median() {
                     self.service_us
                         .store(m.as_micros().min(u128::from(u64::MAX)) as u64, Relaxed);

@@ -366,3 +366,38 @@ fn a_full_queue_turns_the_newest_lowest_away_first() {
     assert_eq!(state.levels[0].waiting, 0);
     assert_eq!(state.levels[0].timed_out_total, 1);
 }
+
+#[test]
+fn a_baseline_too_high_comes_down_at_low_rates() {
+    // The first window sets the baseline; if it was slow (a cold start, a busy host), no
+    // later window at 50 requests a second gathers the 50 samples that may lower it alone.
+    // Pooled over windows, the backend's real median brings it down within seconds; and a
+    // backend that is slower than the baseline does not (only a lower median lowers it).
+    let pool = Pool::new(3, PoolSettings::default());
+    let mut now = Duration::ZERO;
+    let step = Duration::from_millis(100);
+    let mut run = |pool: &Pool, secs: u64, service_us: u64| {
+        for _ in 0..secs * 10 {
+            for _ in 0..5 {
+                pool.record(service_us);
+            }
+            now += step;
+            pool.tick(now);
+        }
+    };
+    run(&pool, 1, 150_000);
+    let baseline = |pool: &Pool| pool.state(&[100, 50, 10]).baseline.unwrap();
+    let first = baseline(&pool);
+    assert!(
+        (145..=155).contains(&first.as_millis()),
+        "the first window's: {first:?}"
+    );
+    run(&pool, 5, 80_000);
+    let b = baseline(&pool);
+    assert!(
+        b <= Duration::from_millis(85),
+        "pooled windows of 80 ms: baseline {b:?}"
+    );
+    run(&pool, 5, 120_000);
+    assert_eq!(baseline(&pool), b, "a slower median does not lower it");
+}
