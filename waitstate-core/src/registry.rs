@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 use crate::admission::{Pool, PoolSettings};
 use crate::decision::Reason;
 use crate::histogram::{AtomicHistogram, Histogram};
-use crate::stripe::Striped;
+use crate::stripe::{Striped, gauge_sum};
 
 pub use crate::names::{DEFAULT_TAG, MAX_TAG_LEN, OVERFLOW_TAG};
 /// How many custom metric names the engine tracks; reports past it are dropped and counted.
@@ -290,7 +290,7 @@ impl TagSlot {
 
     /// Requests of this tag in flight now.
     pub(crate) fn in_flight(&self) -> u64 {
-        self.sum(|h| &h.in_flight)
+        gauge_sum(self.hot.iter().map(|h| h.in_flight.load(Relaxed)))
     }
 
     /// Everything counted for this tag so far (admissions, completions, rejections), a
