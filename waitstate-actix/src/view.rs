@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use actix_web::HttpMessage;
 use actix_web::dev::{Extensions, ServiceRequest};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
-use waitstate_core::adapter::GRPC_TIMEOUT_HEADER;
-use waitstate_core::tagger::{RequestView, TAG_HEADER};
+use waitstate_core::adapter::{HOT_HEADERS, hot_header};
+use waitstate_core::tagger::RequestView;
 
 /// [`RequestView`] over an actix-web `ServiceRequest`.
 ///
@@ -41,14 +41,13 @@ impl RequestView for ActixView<'_> {
 
     fn header(&self, name: &str) -> Option<&[u8]> {
         let headers = self.req.headers();
-        // The names the gate asks for, parsed once (as `waitstate-tower`'s view does):
-        // `get` with a `&str` parses the name on every call.
-        static TAG: HeaderName = HeaderName::from_static(TAG_HEADER);
-        static GRPC_TIMEOUT: HeaderName = HeaderName::from_static(GRPC_TIMEOUT_HEADER);
-        let value = match name {
-            TAG_HEADER => headers.get(&TAG),
-            GRPC_TIMEOUT_HEADER => headers.get(&GRPC_TIMEOUT),
-            _ => headers.get(name),
+        static HOT: [HeaderName; 2] = [
+            HeaderName::from_static(HOT_HEADERS[0]),
+            HeaderName::from_static(HOT_HEADERS[1]),
+        ];
+        let value = match hot_header(name) {
+            Some(i) => headers.get(&HOT[i]),
+            None => headers.get(name),
         };
         value.map(HeaderValue::as_bytes)
     }

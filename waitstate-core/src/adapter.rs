@@ -15,6 +15,18 @@ pub const DRY_RUN_HEADER: &str = "x-waitstate-dry-run";
 /// The header a gRPC client sends its deadline in (see [`grpc_timeout`]).
 pub const GRPC_TIMEOUT_HEADER: &str = "grpc-timeout";
 
+/// The header names the gate reads on every request (the tag, a gRPC deadline), for an
+/// adapter to parse once into its framework's header-name type: a lookup by a `&str`
+/// checks and lower-cases the name first (measured: ~170 of the ~400 instructions of each
+/// lookup). [`hot_header`] finds a name's index here.
+pub const HOT_HEADERS: [&str; 2] = [crate::tagger::TAG_HEADER, GRPC_TIMEOUT_HEADER];
+
+/// The index of `name` in [`HOT_HEADERS`], if it is one of them.
+#[inline]
+pub fn hot_header(name: &str) -> Option<usize> {
+    HOT_HEADERS.iter().position(|h| *h == name)
+}
+
 /// Whether a `content-type` value is gRPC's (`application/grpc`, `application/grpc+proto`, ...).
 pub fn is_grpc_content_type(value: &[u8]) -> bool {
     value.starts_with(b"application/grpc")

@@ -1,6 +1,6 @@
 use http::HeaderName;
-use waitstate_core::adapter::GRPC_TIMEOUT_HEADER;
-use waitstate_core::tagger::{RequestView, TAG_HEADER};
+use waitstate_core::adapter::{HOT_HEADERS, hot_header};
+use waitstate_core::tagger::RequestView;
 
 /// The matched route pattern of a request (`/users/{id}`), for route-aware taggers.
 ///
@@ -23,15 +23,13 @@ impl<B> RequestView for HttpView<'_, B> {
 
     fn header(&self, name: &str) -> Option<&[u8]> {
         let headers = self.0.headers();
-        // The two names the gate asks for on every request, parsed once: `get` with a
-        // `&str` checks and lower-cases the name before it hashes it, which measured
-        // (callgrind, `examples/overhead`) ~170 of the ~400 instructions of each lookup.
-        static TAG: HeaderName = HeaderName::from_static(TAG_HEADER);
-        static GRPC_TIMEOUT: HeaderName = HeaderName::from_static(GRPC_TIMEOUT_HEADER);
-        let value = match name {
-            TAG_HEADER => headers.get(&TAG),
-            GRPC_TIMEOUT_HEADER => headers.get(&GRPC_TIMEOUT),
-            _ => headers.get(name),
+        static HOT: [HeaderName; 2] = [
+            HeaderName::from_static(HOT_HEADERS[0]),
+            HeaderName::from_static(HOT_HEADERS[1]),
+        ];
+        let value = match hot_header(name) {
+            Some(i) => headers.get(&HOT[i]),
+            None => headers.get(name),
         };
         value.map(http::HeaderValue::as_bytes)
     }
