@@ -263,6 +263,15 @@ impl Logs {
     }
 }
 
+/// What the fleet policy `state` answers with caps `free` at (a rule blocks it: 0).
+fn free_weight(state: &AppState) -> Option<f64> {
+    state
+        .answer_for("acme", "", None)
+        .tag_max_weights
+        .get("free")
+        .copied()
+}
+
 /// Issue 19: a replica started while Redis is unreachable answers with the fleet state of
 /// its file, and says so; a corrupt file is a warning and a start without it, never a
 /// panic.
@@ -285,13 +294,7 @@ async fn a_start_without_redis_answers_from_the_file_or_without_a_corrupt_one() 
     };
     // No file yet.
     let state = start().await.unwrap();
-    assert_eq!(
-        state
-            .answer_for("acme", "", None)
-            .tag_max_weights
-            .get("free"),
-        None
-    );
+    assert_eq!(free_weight(&state), None);
     assert_eq!(metric(&state, "waitstate_store_restored").await, Some(0.0));
     let logged = logs.take();
     assert!(
@@ -318,26 +321,14 @@ async fn a_start_without_redis_answers_from_the_file_or_without_a_corrupt_one() 
     // Ticks while Redis stays away change nothing, and write nothing.
     clock.fetch_add(60_000, Relaxed);
     state.step().await;
-    assert_eq!(
-        state
-            .answer_for("acme", "", None)
-            .tag_max_weights
-            .get("free"),
-        Some(&0.0)
-    );
+    assert_eq!(free_weight(&state), Some(0.0));
     assert_eq!(fs::read(&path).unwrap(), file_bytes(&config));
 
     for bytes in [&b"{\"format\":1,\"prefix\":"[..], b"\xff\xfe", b""] {
         fs::write(&path, bytes).unwrap();
         let state = start().await.unwrap();
         assert_eq!(state.shard("acme", "").map(|v| v.instances), None);
-        assert_eq!(
-            state
-                .answer_for("acme", "", None)
-                .tag_max_weights
-                .get("free"),
-            None
-        );
+        assert_eq!(free_weight(&state), None);
         assert_eq!(metric(&state, "waitstate_store_restored").await, Some(0.0));
         let logged = logs.take();
         assert!(
