@@ -1,10 +1,14 @@
 //! What every HTTP adapter (`waitstate-tower`, `waitstate-axum`, `waitstate-actix`) shares,
 //! framework-free: the gate step itself ([`gate`], feature `runtime`), the rendering of a
-//! rejection as plain status, header fields and body ([`render`]), and the gRPC and dry-run
+//! rejection as plain status, header fields and body ([`render`], or without an
+//! intermediate list [`render_head`] and [`render_body`]), and the gRPC and dry-run
 //! conventions. An adapter only moves these into its framework's types.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::time::Duration;
+
+use bytes::Bytes;
 
 use crate::decision::{Reason, Rejection};
 
@@ -62,41 +66,104 @@ pub struct Rendered {
 ///   ([`Rejection::grpc_code`]), `grpc-message` ([`Rejection::grpc_message`]) and
 ///   `grpc-retry-pushback-ms` ([`Rejection::retry_after_ms`]), and no body (a trailers-only
 ///   response), as tonic's `Status::into_http` answers.
+///
+/// [`render_head`] and [`render_body`] give the same answer without the list and the
+/// `String`, for an adapter that builds its response in place.
 pub fn render(r: &Rejection, grpc: bool, kill_signal_status: u16) -> Rendered {
-    if grpc {
-        return Rendered {
-            status: 200,
-            headers: vec![
-                ("content-type", Cow::Borrowed("application/grpc")),
-                (
-                    "grpc-status",
-                    Cow::Borrowed(if r.grpc_code() == 8 { "8" } else { "14" }),
-                ),
-                ("grpc-message", Cow::Owned(r.grpc_message())),
-                (
-                    "grpc-retry-pushback-ms",
-                    Cow::Owned(r.retry_after_ms().to_string()),
-                ),
-            ],
-            body: String::new(),
-        };
-    }
-    let status = if r.reason() == Reason::KillSignal {
-        kill_signal_status
-    } else {
-        429
-    };
     let mut headers = Vec::with_capacity(4);
-    headers.push(("content-type", Cow::Borrowed("application/json")));
-    headers.push(("retry-after", seconds_text(r.retry_after_secs())));
-    if let Some((policy, state)) = r.rate_limit_fields() {
-        headers.push(("ratelimit-policy", Cow::Owned(policy)));
-        headers.push(("ratelimit", Cow::Owned(state)));
-    }
+    let status = render_head(r, grpc, kill_signal_status, |name, value| {
+        headers.push((name, value));
+    });
     Rendered {
         status,
         headers,
-        body: r.deny_body(),
+        body: if grpc { String::new() } else { r.deny_body() },
+    }
+}
+
+/// The status and header fields of [`render`], each field handed to `field` (name in lower
+/// case, value) in the order `render` lists them; returns the status. The usual values are
+/// static: nothing is allocated but for the `RateLimit` fields of a rate limit and gRPC's
+/// `grpc-message` and `grpc-retry-pushback-ms`.
+pub fn render_head(
+    r: &Rejection,
+    grpc: bool,
+    kill_signal_status: u16,
+    mut field: impl FnMut(&'static str, Cow<'static, str>),
+) -> u16 {
+    if grpc {
+        field("content-type", Cow::Borrowed("application/grpc"));
+        field(
+            "grpc-status",
+            Cow::Borrowed(if r.grpc_code() == 8 { "8" } else { "14" }),
+        );
+        field("grpc-message", Cow::Owned(r.grpc_message()));
+        field(
+            "grpc-retry-pushback-ms",
+            Cow::Owned(r.retry_after_ms().to_string()),
+        );
+        return 200;
+    }
+    field("content-type", Cow::Borrowed("application/json"));
+    field("retry-after", seconds_text(r.retry_after_secs()));
+    if let Some((policy, state)) = r.rate_limit_fields() {
+        field("ratelimit-policy", Cow::Owned(policy));
+        field("ratelimit", Cow::Owned(state));
+    }
+    if r.reason() == Reason::KillSignal {
+        kill_signal_status
+    } else {
+        429
+    }
+}
+
+/// The body of [`render`] as [`Bytes`]: empty for gRPC, else the JSON deny body
+/// ([`Rejection::deny_body`]), pre-rendered. Each thread keeps the last few bodies it
+/// rendered (a flood of rejections is one tag, one reason, one `retryAfter`), so a body
+/// already sent is a reference count, not an allocation; a new one costs two.
+pub fn render_body(r: &Rejection, grpc: bool) -> Bytes {
+    if grpc {
+        return Bytes::new();
+    }
+    RECENT_BODIES
+        .try_with(|recent| recent.borrow_mut().get(r))
+        .unwrap_or_else(|_| Bytes::from(r.deny_body()))
+}
+
+thread_local! {
+    static RECENT_BODIES: RefCell<RecentBodies> = const {
+        RefCell::new(RecentBodies { scratch: String::new(), bodies: Vec::new(), next: 0 })
+    };
+}
+
+/// The last few deny bodies a thread rendered.
+struct RecentBodies {
+    /// Where a body is rendered to be looked up (its capacity kept).
+    scratch: String,
+    bodies: Vec<Bytes>,
+    /// The slot the next new body takes, once all are taken.
+    next: usize,
+}
+
+impl RecentBodies {
+    const SLOTS: usize = 4;
+
+    fn get(&mut self, r: &Rejection) -> Bytes {
+        // Rendered, then compared: what is sent is exactly what `deny_body` gives.
+        self.scratch.clear();
+        r.write_deny_body(&mut self.scratch);
+        let text = self.scratch.as_bytes();
+        if let Some(body) = self.bodies.iter().find(|b| b[..] == *text) {
+            return body.clone();
+        }
+        let body = Bytes::copy_from_slice(text);
+        if self.bodies.len() < Self::SLOTS {
+            self.bodies.push(body.clone());
+        } else {
+            self.bodies[self.next] = body.clone();
+            self.next = (self.next + 1) % Self::SLOTS;
+        }
+        body
     }
 }
 
@@ -405,6 +472,55 @@ mod tests {
         ] {
             assert_eq!(grpc_timeout(bad), None, "{bad:?}");
         }
+    }
+
+    fn rejection(tag: &str, rate_limited: bool) -> Rejection {
+        let engine = crate::Engine::new(&crate::Config::default()).unwrap();
+        let mut p = crate::Policy::default();
+        if rate_limited {
+            p.tag_rate_limits.insert(tag.into(), 1.0);
+        } else {
+            p.tag_max_weights.insert(tag.into(), 0.0);
+        }
+        engine.set_remote_policy(Some(p)).unwrap();
+        let demand = crate::Demand::new(tag);
+        (0..10)
+            .find_map(|_| match engine.decide(&demand, Duration::ZERO) {
+                crate::Decision::Rejected(r) => Some(r),
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn render_is_render_head_and_render_body() {
+        for r in [rejection("free", false), rejection("a\"b", true)] {
+            for grpc in [false, true] {
+                let rendered = render(&r, grpc, 503);
+                let mut fields = Vec::new();
+                let status = render_head(&r, grpc, 503, |n, v| fields.push((n, v)));
+                assert_eq!(status, rendered.status);
+                assert_eq!(fields, rendered.headers);
+                assert_eq!(render_body(&r, grpc), rendered.body.as_bytes());
+            }
+        }
+    }
+
+    #[test]
+    fn a_body_already_rendered_is_shared_not_copied() {
+        let free = rejection("free", false);
+        let first = render_body(&free, false);
+        // Other bodies in between, fewer than the slots kept.
+        let _ = render_body(&rejection("pro", false), false);
+        let again = render_body(&free, false);
+        assert_eq!(first, free.deny_body().as_bytes());
+        assert_eq!(first.as_ptr(), again.as_ptr(), "the same buffer");
+        // More new bodies than the slots: the oldest is rendered anew, and still right.
+        for i in 0..RecentBodies::SLOTS {
+            let _ = render_body(&rejection(&format!("t{i}"), false), false);
+        }
+        assert_eq!(render_body(&free, false), free.deny_body().as_bytes());
+        assert!(render_body(&free, true).is_empty());
     }
 
     #[test]

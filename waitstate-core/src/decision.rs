@@ -136,28 +136,36 @@ impl Rejection {
     /// The JSON deny body every adapter sends (the WaitState SDKs' body, extended):
     /// `{"error":"rate_limited","reason":"tag_blocked","retryAfter":2,"tag":"free"}`.
     pub fn deny_body(&self) -> String {
-        // Written by hand into one buffer: the reject path's one allocation (a `json!` value
-        // made a dozen). The tag is escaped as JSON requires; the rest are known ASCII.
-        use std::fmt::Write as _;
-        let tag = self.tag();
+        // Written by hand into one buffer: the body's one allocation (a `json!` value made
+        // a dozen). Exactly the length: a body handed to `Bytes` is not reallocated to fit.
+        let mut out = String::with_capacity(self.deny_body_len());
+        self.write_deny_body(&mut out);
+        out
+    }
+
+    /// The length of [`Rejection::deny_body`].
+    fn deny_body_len(&self) -> usize {
         let escaped = |c: char| match c {
             '"' | '\\' => 2,
             c if u32::from(c) < 0x20 => 6,
             c => c.len_utf8(),
         };
-        let secs = self.retry_after_secs();
-        // Exactly the length: a body handed to `Bytes` is not reallocated to fit.
-        let len = r#"{"error":"rate_limited","reason":"","retryAfter":,"tag":""}"#.len()
+        r#"{"error":"rate_limited","reason":"","retryAfter":,"tag":""}"#.len()
             + self.reason.as_str().len()
-            + (secs.checked_ilog10().unwrap_or(0) as usize + 1)
-            + tag.chars().map(escaped).sum::<usize>();
-        let mut out = String::with_capacity(len);
+            + (self.retry_after_secs().checked_ilog10().unwrap_or(0) as usize + 1)
+            + self.tag().chars().map(escaped).sum::<usize>()
+    }
+
+    /// Append [`Rejection::deny_body`] to `out`: the tag escaped as JSON requires, the rest
+    /// known ASCII.
+    pub(crate) fn write_deny_body(&self, out: &mut String) {
+        use std::fmt::Write as _;
         out.push_str(r#"{"error":"rate_limited","reason":""#);
         out.push_str(self.reason.as_str());
         out.push_str(r#"","retryAfter":"#);
-        let _ = write!(out, "{secs}");
+        let _ = write!(out, "{}", self.retry_after_secs());
         out.push_str(r#","tag":""#);
-        for c in tag.chars() {
+        for c in self.tag().chars() {
             match c {
                 '"' => out.push_str("\\\""),
                 '\\' => out.push_str("\\\\"),
@@ -168,7 +176,6 @@ impl Rejection {
             }
         }
         out.push_str("\"}");
-        out
     }
 
     /// The IETF `RateLimit-Policy` and `RateLimit` field values

@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response};
+use http::{HeaderValue, Request, Response, request};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 use waitstate_core::adapter::poll_recording_panic;
@@ -40,7 +40,7 @@ pin_project! {
 /// inline, the request and the inner service would make every response future (and every
 /// move of it through the layers above) a few hundred bytes larger.
 struct Resume<S, B, C> {
-    rejection: Box<dyn FnOnce(Rejection) -> Response<Bytes> + Send>,
+    rejection: Box<dyn FnOnce(Rejection, request::Parts) -> Response<Bytes> + Send>,
     inner: S,
     request: Request<B>,
     weight: f64,
@@ -116,7 +116,7 @@ impl<F, C, S, B> ResponseFuture<F, C, S, B> {
         admission_extension: bool,
         dry_run_header: bool,
         latency_to_end: bool,
-        rejection: Box<dyn FnOnce(Rejection) -> Response<Bytes> + Send>,
+        rejection: Box<dyn FnOnce(Rejection, request::Parts) -> Response<Bytes> + Send>,
     ) -> Self {
         Self {
             span,
@@ -186,9 +186,15 @@ where
                 return Poll::Ready(Ok(Response::new(ResponseBody::full(Bytes::new()))));
             };
             let next = match outcome {
-                Err(r) => Kind::Rejected {
-                    response: Some((resume.rejection)(r)),
-                },
+                Err(r) => {
+                    let Resume {
+                        rejection, request, ..
+                    } = *resume;
+                    let (request, _body) = request.into_parts();
+                    Kind::Rejected {
+                        response: Some(rejection(r, request)),
+                    }
+                }
                 Ok(mut permit) => {
                     let Resume {
                         rejection: _,

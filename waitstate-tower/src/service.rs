@@ -1,9 +1,10 @@
+use std::cell::Cell;
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{Request, Response, request};
 use tower_service::Service;
 use waitstate_core::adapter::{self, GateConfig, Verdict};
 use waitstate_core::tagger::Tagger;
@@ -135,21 +136,45 @@ where
                     shared.admission_extension,
                     shared.dry_run_header,
                     shared.latency_to_end,
-                    Box::new(move |rejection| render(&make, rejection, grpc)),
+                    Box::new(move |rejection, req| render(&make, rejection, grpc, req)),
                 )
             }
             Verdict::Rejected(rejection) => {
                 trace::rejected(&span, &rejection);
-                ResponseFuture::rejected(span, render(&shared.rejection, rejection, is_grpc(&req)))
+                let grpc = is_grpc(&req);
+                let (req, _body) = req.into_parts();
+                ResponseFuture::rejected(span, render(&shared.rejection, rejection, grpc, req))
             }
         }
     }
 }
 
 /// The builder's response, with the machine-readable rejection in its extensions.
-fn render<R: MakeRejection>(make: &R, rejection: Rejection, grpc: bool) -> Response<Bytes> {
-    let ctx = RejectionContext::new(&rejection, grpc);
+///
+/// The rejected request is spent: its header map, emptied, is the builder's to take
+/// ([`RejectionContext::take_headers`]), and its extensions map, emptied, holds the response's
+/// when the builder left them empty. Both keep their capacity, so the response's fields and
+/// the rejection cost no allocation of a new map (a request without extensions has no map
+/// to give).
+fn render<R: MakeRejection>(
+    make: &R,
+    rejection: Rejection,
+    grpc: bool,
+    req: request::Parts,
+) -> Response<Bytes> {
+    let request::Parts {
+        mut headers,
+        mut extensions,
+        ..
+    } = req;
+    headers.clear();
+    let spare = Cell::new(Some(headers));
+    let ctx = RejectionContext::new(&rejection, grpc).with_spare_headers(&spare);
     let mut res = make.make_rejection(&ctx);
+    if res.extensions().is_empty() {
+        extensions.clear();
+        *res.extensions_mut() = extensions;
+    }
     res.extensions_mut().insert(rejection);
     res
 }
