@@ -1,6 +1,7 @@
 //! How a rejection becomes a response: 429 + `Retry-After` + JSON for HTTP, a gRPC status
 //! for gRPC. Replaceable with [`Gate::with_rejection`](crate::Gate::with_rejection).
 
+use actix_web::body::BoxBody;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse};
@@ -81,24 +82,28 @@ impl DefaultRejection {
 
 impl MakeRejection for DefaultRejection {
     fn make_rejection(&self, ctx: &RejectionContext<'_>) -> HttpResponse {
-        to_response(adapter::render(
-            ctx.rejection,
-            ctx.grpc,
-            self.kill_signal_status.as_u16(),
-        ))
+        default_response(ctx.rejection, ctx.grpc, self.kill_signal_status)
     }
 }
 
 /// A gRPC trailers-only response for a rejection, as tonic's `Status::into_http` builds
 /// one: the gRPC answer of [`adapter::render`].
 pub fn grpc_response(r: &Rejection) -> HttpResponse {
-    to_response(adapter::render(r, true, 429))
+    default_response(r, true, StatusCode::TOO_MANY_REQUESTS)
 }
 
-pub(crate) fn to_response(rendered: adapter::Rendered) -> HttpResponse {
-    let status = StatusCode::from_u16(rendered.status).unwrap_or(StatusCode::TOO_MANY_REQUESTS);
-    let mut res = HttpResponse::build(status).body(rendered.body);
-    for (name, value) in rendered.headers {
+/// [`adapter::render`]'s answer, built in place: the fields go straight into the response's
+/// header map (actix keeps response heads in a pool, with their maps), the body is
+/// pre-rendered ([`adapter::render_body`]).
+pub(crate) fn default_response(
+    r: &Rejection,
+    grpc: bool,
+    kill_signal_status: StatusCode,
+) -> HttpResponse {
+    let body = BoxBody::new(adapter::render_body(r, grpc));
+    let mut res = HttpResponse::with_body(StatusCode::TOO_MANY_REQUESTS, body);
+    let headers = res.headers_mut();
+    let status = adapter::render_head(r, grpc, kill_signal_status.as_u16(), |name, value| {
         // The core's renderings are always valid header values; one that were not would be
         // left out rather than fail the response.
         let value = match value {
@@ -106,8 +111,9 @@ pub(crate) fn to_response(rendered: adapter::Rendered) -> HttpResponse {
             std::borrow::Cow::Owned(s) => HeaderValue::try_from(s),
         };
         if let Ok(v) = value {
-            res.headers_mut().insert(HeaderName::from_static(name), v);
+            headers.insert(HeaderName::from_static(name), v);
         }
-    }
+    });
+    *res.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::TOO_MANY_REQUESTS);
     res
 }

@@ -4,13 +4,13 @@ use std::fmt;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use waitstate_core::{Rejection, adapter};
+use waitstate_core::Rejection;
 
-use crate::rejection::to_response;
+use crate::rejection::default_response;
 
 /// A [`Rejection`] as an actix-web error: exactly what the gate sends by default (429 +
 /// `Retry-After` + the JSON deny body, `RateLimit` fields for rate limits), rendered by
-/// the same code ([`adapter::render`]), with the [`Rejection`] in the response's
+/// the same code ([`waitstate_core::adapter::render`]), with the [`Rejection`] in the response's
 /// extensions.
 ///
 /// For a handler that gates a second operation itself:
@@ -52,7 +52,7 @@ impl ResponseError for Rejected {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut res = to_response(adapter::render(&self.0, false, 429));
+        let mut res = default_response(&self.0, false, StatusCode::TOO_MANY_REQUESTS);
         res.extensions_mut().insert(self.0.clone());
         res
     }
