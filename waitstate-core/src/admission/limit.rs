@@ -13,7 +13,7 @@
 //! g = clamp(tol · B / x, 0.5, 1)
 //! g == 1 (no queueing):  slow start: L = 2L;  after 3 clean windows: L = 1.5L;  else L = L + q
 //! g <  1 (queueing):     L = L + (L·g + q − L) / 2        (a knee estimate plus q, smoothed)
-//! q = max(2, ceil(0.1 L))
+//! q = max(1, ceil(0.05 L))
 //! ```
 //!
 //! When the backend is saturated, `L · B / x` is the knee itself (Little's law: past the
@@ -27,7 +27,9 @@
 //! means the latency is the backend's own, not queueing; two such probes in a row raise the
 //! baseline, at most 2x per pair of probes. Probes run only while saturated, every few seconds, or
 //! at once after three windows of decreases in a row (a slowed backend is re-learned within
-//! seconds instead of shrinking the limit to nothing).
+//! seconds instead of shrinking the limit to nothing). A probe also needs the limit to
+//! bind hard (a request refused or queued for every four completions): calm weather's
+//! bursts touch a limit near the knee now and then, and a probe there only queues them.
 
 use std::time::Duration;
 
@@ -62,7 +64,23 @@ pub(crate) struct Window {
     /// Whether demand passed the limit at some point (a request queued or was refused a
     /// slot).
     pub(crate) saturated: bool,
+    /// How many requests found no free slot (queued or refused) in the window.
+    pub(crate) pressed: u64,
 }
+
+impl Window {
+    /// Whether the limit bound hard enough for a probe to be worth its dip: at least one
+    /// request found no free slot for every `PRESSED_PER_PROBE` completions. A limit near
+    /// the knee is touched now and then by calm weather's bursts (at 70% load, about one
+    /// arrival in ten finds 11 slots of a pool of 10 taken); a probe then would only queue
+    /// calm traffic, and turn the lowest level away, to learn nothing.
+    fn pressed_hard(&self) -> bool {
+        self.saturated && self.pressed.saturating_mul(PRESSED_PER_PROBE) >= self.samples
+    }
+}
+
+/// See [`Window::pressed_hard`]: one request pressed per this many completions.
+const PRESSED_PER_PROBE: u64 = 4;
 
 /// Fewest samples for a window to count; below it the window keeps accumulating.
 pub(crate) const MIN_SAMPLES: u64 = 20;
@@ -272,8 +290,9 @@ impl LearnedLimit {
         }
         self.limit = self.limit.clamp(self.settings.min, self.settings.max);
         // Saturated: probe on schedule, or at once when the limit keeps coming down (a
-        // slower backend looks like queueing until a probe says otherwise).
-        if now >= self.next_probe || self.decrease_streak >= 3 {
+        // slower backend looks like queueing until a probe says otherwise); only when the
+        // limit really binds, else the probe waits for a window where it does.
+        if (now >= self.next_probe || self.decrease_streak >= 3) && w.pressed_hard() {
             self.phase = Phase::Probe {
                 since: now,
                 before: self.limit,

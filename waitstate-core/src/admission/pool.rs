@@ -1,8 +1,8 @@
 //! One pool of slots, counted exactly, and the per-priority queues in front of it.
 
 use std::collections::VecDeque;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
-use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::Waker;
 use std::time::Duration;
@@ -115,7 +115,8 @@ pub(crate) struct Pool {
     /// The limit in force: the learned one, under the static cap.
     limit: AtomicU64,
     waiting: AtomicU64,
-    saturated: AtomicBool,
+    /// Requests that found no free slot since the window began (queued or refused).
+    pressed: AtomicU64,
     static_cap: AtomicU64,
     /// The last window's median service time (µs), for wait estimates; 0 = unknown.
     service_us: AtomicU64,
@@ -138,7 +139,7 @@ impl Pool {
             in_use: Padded(AtomicU64::new(0)),
             limit: AtomicU64::new(u64::MAX),
             waiting: AtomicU64::new(0),
-            saturated: AtomicBool::new(false),
+            pressed: AtomicU64::new(0),
             static_cap: AtomicU64::new(u64::MAX),
             service_us: AtomicU64::new(0),
             service: Striped::default(),
@@ -212,31 +213,22 @@ impl Pool {
     /// The fast path: a slot if one is free and nobody waits. One CAS.
     #[inline]
     pub(crate) fn try_acquire(&self) -> bool {
-        if self.waiting.load(SeqCst) > 0 {
-            self.saturated.store(true, Relaxed);
-            return false;
+        if self.waiting.load(SeqCst) == 0 && self.cas_acquire() {
+            return true;
         }
-        self.cas_acquire()
+        // Reaching the limit is not demand past it: only a request refused a slot (or
+        // queued for one) counts, so a calm burst that touches the limit does not grow it.
+        // Every request the engine queues or refuses for want of a slot passes here once.
+        self.pressed.fetch_add(1, Relaxed);
+        false
     }
 
     #[inline]
     fn cas_acquire(&self) -> bool {
         let limit = self.limit.load(SeqCst);
-        let got = self
-            .in_use
-            .fetch_update(SeqCst, SeqCst, |n| (n < limit).then_some(n + 1));
-        match got {
-            // Reaching the limit is not demand past it: only a request refused a slot (or
-            // queued for one) marks the window saturated, so a calm burst that touches the
-            // limit does not grow it.
-            Ok(_) => true,
-            Err(_) => {
-                if !self.saturated.load(Relaxed) {
-                    self.saturated.store(true, Relaxed);
-                }
-                false
-            }
-        }
+        self.in_use
+            .fetch_update(SeqCst, SeqCst, |n| (n < limit).then_some(n + 1))
+            .is_ok()
     }
 
     /// Take a slot whatever the limit (dry run): `true` if it was over the limit.
@@ -360,7 +352,6 @@ impl Pool {
         let mut q = self.lock_queues();
         let ahead: usize = q.levels[level..].iter().map(VecDeque::len).sum();
         if wait.is_zero() || self.estimated_wait(ahead) > wait {
-            self.saturated.store(true, Relaxed);
             // Nothing ahead and a slot free: no need to wait at all.
             if ahead == 0 && self.cas_acquire() {
                 let cell = Arc::new(WaitCell {
@@ -379,7 +370,6 @@ impl Pool {
         });
         q.levels[level].push_back(cell.clone());
         self.waiting.fetch_add(1, SeqCst);
-        self.saturated.store(true, Relaxed);
         self.levels[level].queued.fetch_add(1, Relaxed);
         self.drain_locked(&mut q);
         self.evict_doomed(&mut q, now);
@@ -467,14 +457,16 @@ impl Pool {
             Verdict::Wait => return,
             Verdict::Drop => {
                 l.limit.dropped(now);
-                self.saturated.store(false, Relaxed);
+                self.pressed.store(0, Relaxed);
             }
             Verdict::Close => {
                 let median_us = l.scratch.quantile_micros(0.5).unwrap_or(0);
+                let pressed = self.pressed.swap(0, Relaxed);
                 let window = Window {
                     samples,
                     median_us,
-                    saturated: self.saturated.swap(false, Relaxed),
+                    saturated: pressed > 0,
+                    pressed,
                 };
                 let before = l.limit.baseline();
                 l.limit.update(window, now);
