@@ -50,21 +50,21 @@ enterprise = 100
 pro = 50
 free = 10
 
-# Fleet-wide backstop: while the fleet's p95 is high, shed the lowest priority still
-# admitted, on every instance, one level per window; release after 5 s calm, each level
-# through its ramp (25%, 50%, 75%), a step per window (`shed` never moves faster than its
-# metric's window; `release_step` is shorter). If the fleet is slow again while a level
-# ramps, the ramp steps back instead of shedding the level whole.
+# The backend is shared, and each instance learns its own limit from the backend's service
+# time: an instance that is not pressed itself (demand under its limit) never queues or
+# sheds, so its free and pro traffic keeps its share of the backend while the hit instance
+# turns enterprise away. This rule is the fleet's priority: while enterprise is turned away
+# anywhere in the fleet, shed the lowest priority still admitted on every instance, a level
+# per window (free, then pro); release after 5 s calm, through the ramp (25%, 50%, 75%).
 [[rules]]
-rule = "when p95_latency > 400ms for 1s then shed"
+rule = "when reject_rate of enterprise > 0.5% for 1s then shed"
 cooldown = "5s"
 
-# The backend is shared: each instance's own cap (60, lower tiers 20) is sized for a backend
-# it has to itself. The fleet's, sent to every instance (the stricter wins): enterprise 30,
-# lower tiers 10 per instance, so one hit instance cannot fill the shared queue with pro and
-# free.
-[limits]
-concurrency = 30
+# The backstop, for when the backend itself slows down: the same, while the fleet's p95 is
+# high.
+[[rules]]
+rule = "when p95_latency > 800ms for 1s then shed"
+cooldown = "5s"
 
 [server]
 listen = "127.0.0.1:0"
@@ -207,12 +207,27 @@ pub(crate) struct InstanceState {
     /// Pulses and syncs that failed so far.
     pulses_failed: u64,
     syncs_failed: u64,
+    /// Adaptive admission: the instance's learned limit, what it holds and queues, the
+    /// waiters turned away so far (all levels), its baseline (ms) and whether it probes.
+    limit: u64,
+    in_flight: u64,
+    waiting: u64,
+    timed_out_total: u64,
+    baseline_ms: Option<f64>,
+    probing: bool,
 }
 
 fn state_of(ws: &WaitState) -> InstanceState {
     let policy = ws.policy();
     let status = ws.control_status();
+    let a = ws.admission();
     InstanceState {
+        limit: a.limit,
+        in_flight: a.in_flight,
+        waiting: a.levels.iter().map(|l| l.waiting).sum(),
+        timed_out_total: a.levels.iter().map(|l| l.timed_out_total).sum(),
+        baseline_ms: a.baseline.map(|d| d.as_secs_f64() * 1000.0),
+        probing: a.probing,
         synced: status.as_ref().is_some_and(|s| s.synced),
         lease_valid: status.as_ref().is_some_and(|s| s.lease_valid),
         safe_mode: status.as_ref().is_some_and(|s| s.safe_mode),
