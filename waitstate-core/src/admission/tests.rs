@@ -509,3 +509,23 @@ fn calm_bursts_that_touch_the_limit_do_not_start_probes() {
     }
     assert!(probed, "no probe in 10 s of hard pressure");
 }
+
+/// A backend that becomes a little slower (1.25x: a slower dependency, a busier host), under
+/// sustained demand: its new speed is learned as the baseline, so the limit stays past the
+/// knee instead of settling on it (and under it during probes) as if the 25% were queueing.
+#[test]
+fn a_slightly_slower_backend_is_learned_as_the_baseline() {
+    let mut l = LearnedLimit::new(LimitSettings::default());
+    drive(&mut l, POOL_OF_10, None, Duration::ZERO, 30);
+    assert_near_50ms(l.baseline());
+    let slower = Backend {
+        service_ms: 62.5,
+        ..POOL_OF_10
+    };
+    drive(&mut l, slower, None, Duration::from_secs(30), 20);
+    let trace = drive(&mut l, slower, None, Duration::from_secs(50), 30);
+    let b = l.baseline().unwrap().as_secs_f64() * 1000.0;
+    assert!((58.0..=70.0).contains(&b), "baseline {b} ms");
+    let m = mean(&trace);
+    assert!(m >= 11.2, "mean limit {m}: {trace:?}");
+}
