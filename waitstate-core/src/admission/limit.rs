@@ -27,7 +27,8 @@
 //! means the latency is the backend's own, not queueing; two such probes in a row raise the
 //! baseline, at most 2x per pair of probes. Probes run only while saturated, every few seconds, or
 //! at once after three windows of decreases in a row (a slowed backend is re-learned within
-//! seconds instead of shrinking the limit to nothing). A probe also needs the limit to
+//! seconds instead of shrinking the limit to nothing); when a probe's evidence raises the
+//! baseline, the cuts made since the slowdown began are undone. A probe also needs the limit to
 //! bind hard (a request refused or queued for every four completions): calm weather's
 //! bursts touch a limit near the knee now and then, and a probe there only queues them.
 
@@ -129,6 +130,9 @@ pub(crate) struct LearnedLimit {
     phase: Phase,
     clean_streak: u32,
     decrease_streak: u32,
+    /// The limit before the current run of cuts began: cuts made on a baseline that then
+    /// proves too low (the backend slowed) are undone when it is raised.
+    cut_from: Option<f64>,
     /// The last three "less in flight" observations, 1 = the median did not fall.
     evidence: u8,
     next_probe: Duration,
@@ -149,6 +153,7 @@ impl LearnedLimit {
             phase: Phase::SlowStart,
             clean_streak: 0,
             decrease_streak: 0,
+            cut_from: None,
             evidence: 0,
             next_probe: PROBE_EVERY,
             probes: 0,
@@ -259,6 +264,7 @@ impl LearnedLimit {
             // Demand stayed under the limit: the window says nothing about the knee.
             self.clean_streak = 0;
             self.decrease_streak = 0;
+            self.cut_from = None;
             self.last_saturated = None;
             return;
         }
@@ -275,6 +281,7 @@ impl LearnedLimit {
         let q = (0.05 * self.limit).ceil().max(1.0);
         if gradient >= 1.0 {
             self.decrease_streak = 0;
+            self.cut_from = None;
             self.clean_streak += 1;
             self.limit = match self.phase {
                 Phase::SlowStart => self.limit * 2.0,
@@ -295,8 +302,10 @@ impl LearnedLimit {
             // only a real cut counts towards "the limit keeps coming down".
             if self.limit < 0.95 * before {
                 self.decrease_streak += 1;
+                self.cut_from.get_or_insert(before);
             } else {
                 self.decrease_streak = 0;
+                self.cut_from = None;
             }
         }
         self.limit = self.limit.clamp(self.settings.min, self.settings.max);
@@ -319,12 +328,20 @@ impl LearnedLimit {
         self.phase = Phase::Steady;
         self.schedule_probe(now);
         let insensitive = insensitive(reference_us, probe_us, PROBE_FRACTION);
-        if insensitive && !self.judge(true, probe_us) {
+        if !insensitive {
+            self.judge(false, probe_us);
+        } else if self.judge(true, probe_us) {
+            // The baseline was raised on a probe's evidence: the cuts since the slowdown
+            // began were made on the old one; undo them (regrown a slot per window, the
+            // backend sat half idle for seconds). Only here, not on a cut's evidence: a host
+            // hiccup can fake that one, and the undo would make its excursion faster.
+            if let Some(from) = self.cut_from.take() {
+                self.limit = self.limit.max(from);
+            }
+        } else {
             // One insensitive probe: confirm (or refute) it soon, not in five seconds, so a
             // slowed backend is re-learned before the limit has shrunk far.
             self.next_probe = now + 2 * self.window_length();
-        } else if !insensitive {
-            self.judge(false, probe_us);
         }
     }
 

@@ -529,3 +529,41 @@ fn a_slightly_slower_backend_is_learned_as_the_baseline() {
     let m = mean(&trace);
     assert!(m >= 11.2, "mean limit {m}: {trace:?}");
 }
+
+/// The onset of a slowdown looks like queueing: the limit is cut, window after window, until
+/// probes show the latency is the backend's own and the baseline is raised. The cuts made on
+/// the old baseline are then undone at once, not regrown a slot per window (the scenario
+/// "slow surge" sat at 4-7 of a pool of 10 for five seconds, the backend 40-60% idle).
+#[test]
+fn a_relearned_baseline_undoes_the_cuts_it_caused() {
+    let mut l = LearnedLimit::new(LimitSettings {
+        initial: 12.0,
+        ..LimitSettings::default()
+    });
+    let window = |median_ms: f64, saturated: bool| Window {
+        samples: 50,
+        median_us: (median_ms * 1000.0) as u64,
+        saturated,
+        pressed: if saturated { 50 } else { 0 },
+    };
+    let mut now = Duration::ZERO;
+    l.update(window(80.0, false), now);
+    // The backend's median goes from 80 to 176 ms (10 connections, queueing past them).
+    let mut trace = Vec::new();
+    let mut raised_at = None;
+    for i in 0..40 {
+        now += Duration::from_millis(700);
+        let in_flight = l.limit() as f64;
+        l.update(window(176.0 * (in_flight / 10.0).max(1.0), true), now);
+        trace.push(l.limit());
+        if raised_at.is_none() && l.baseline() > Some(Duration::from_millis(100)) {
+            raised_at = Some(i);
+        }
+    }
+    let at = raised_at.unwrap_or_else(|| panic!("never re-learned: {trace:?}"));
+    let after = &trace[at..(at + 6).min(trace.len())];
+    assert!(
+        after.iter().all(|&l| l >= 9),
+        "after the raise at window {at}: {after:?} (all: {trace:?})"
+    );
+}
