@@ -194,6 +194,8 @@ pub(crate) struct TagSlot {
     // Written on rejections and by active limits.
     pub(crate) rejected: [AtomicU64; Reason::ALL.len()],
     pub(crate) would_reject: AtomicU64,
+    /// Requests whose client went away while they waited in the queue (slow path only).
+    pub(crate) abandoned: AtomicU64,
     pub(crate) throttle_credit: AtomicU64,
     pub(crate) dry_throttle_credit: AtomicU64,
     pub(crate) tat: AtomicU64,
@@ -247,6 +249,7 @@ impl TagSlot {
             hot: Striped::default(),
             rejected: Default::default(),
             would_reject: AtomicU64::new(0),
+            abandoned: AtomicU64::new(0),
             throttle_credit: AtomicU64::new(0),
             dry_throttle_credit: AtomicU64::new(0),
             tat: AtomicU64::new(0),
@@ -315,6 +318,7 @@ impl TagSlot {
             *o = r.load(Relaxed);
         }
         out.would_reject = self.would_reject.load(Relaxed);
+        out.abandoned = self.abandoned.load(Relaxed);
         out.completed = self.sum(|h| &h.completed);
         out.errors = self.sum(|h| &h.errors);
         out.cancelled = self.sum(|h| &h.cancelled);
@@ -338,6 +342,9 @@ pub struct TagCounters {
     pub rejected: [u64; Reason::ALL.len()],
     /// Requests a dry-run mode or rule would have rejected but let through.
     pub would_reject: u64,
+    /// Requests whose client went away while they waited in the queue for a slot: neither
+    /// admitted nor rejected, but offered.
+    pub abandoned: u64,
     /// Admitted requests that have ended.
     pub completed: u64,
     /// Ended requests classified as errors.
@@ -357,9 +364,11 @@ pub struct TagCounters {
 }
 
 impl TagCounters {
-    /// Requests offered: admitted plus rejected.
+    /// Requests offered: admitted, rejected, or abandoned in the queue.
     pub fn offered(&self) -> u64 {
-        self.admitted.saturating_add(self.rejected_total())
+        self.admitted
+            .saturating_add(self.rejected_total())
+            .saturating_add(self.abandoned)
     }
 
     /// All rejections.
@@ -387,6 +396,7 @@ impl TagCounters {
             *a = a.saturating_sub(*b);
         }
         self.would_reject = self.would_reject.saturating_sub(earlier.would_reject);
+        self.abandoned = self.abandoned.saturating_sub(earlier.abandoned);
         self.completed = self.completed.saturating_sub(earlier.completed);
         self.errors = self.errors.saturating_sub(earlier.errors);
         self.cancelled = self.cancelled.saturating_sub(earlier.cancelled);
@@ -404,6 +414,7 @@ impl TagCounters {
             *a = a.saturating_add(*b);
         }
         self.would_reject = self.would_reject.saturating_add(other.would_reject);
+        self.abandoned = self.abandoned.saturating_add(other.abandoned);
         self.completed = self.completed.saturating_add(other.completed);
         self.errors = self.errors.saturating_add(other.errors);
         self.cancelled = self.cancelled.saturating_add(other.cancelled);

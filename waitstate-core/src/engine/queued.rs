@@ -4,6 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -175,6 +176,8 @@ impl Drop for Queued {
                 // A slot was handed over as the request went away: pass it on.
                 pool.release();
             }
+            // Offered, never admitted nor rejected: counted, so offered adds up.
+            self.slot.abandoned.fetch_add(1, Relaxed);
         }
     }
 }
