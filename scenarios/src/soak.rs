@@ -168,11 +168,13 @@ fn rss_kb() -> u64 {
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct GroupCheck {
     group: &'static str,
-    /// Engine: offered, admitted, rejected, completed (admitted requests that ended).
+    /// Engine: offered, admitted, rejected, abandoned (left the queue), ended (admitted
+    /// requests that ended: completed, cancelled by their client, or panicked).
     engine_offered: u64,
     engine_admitted: u64,
     engine_rejected: u64,
-    engine_completed: u64,
+    engine_abandoned: u64,
+    engine_ended: u64,
     engine_in_flight: u64,
     /// Requests that reached the service (counted in front of the gate).
     service_seen: u64,
@@ -184,9 +186,9 @@ pub(crate) struct GroupCheck {
     client_dropped_mid_body: u64,
     client_transport_errors: u64,
     client_not_sent: u64,
-    /// offered == admitted + rejected.
+    /// offered == admitted + rejected + abandoned.
     adds_up: bool,
-    /// completed == admitted (no permit outlived its request).
+    /// ended == admitted (no permit outlived its request).
     all_ended: bool,
     /// engine offered == service seen.
     engine_eq_service: bool,
@@ -196,8 +198,8 @@ pub(crate) struct GroupCheck {
     client_agrees: bool,
 }
 
-/// One group's engine counts: offered, admitted, rejected, completed, in flight.
-type EngineGroup = (u64, u64, u64, u64, u64);
+/// One group's engine counts: offered, admitted, rejected, abandoned, ended, in flight.
+type EngineGroup = (u64, u64, u64, u64, u64, u64);
 
 /// The pure accounting checks of one group (unit-tested below).
 #[allow(clippy::too_many_arguments)]
@@ -208,7 +210,7 @@ fn check_group(
     client: &ClientCounts,
     g: usize,
 ) -> GroupCheck {
-    let (offered, admitted, rejected, completed, in_flight) = engine;
+    let (offered, admitted, rejected, abandoned, ended, in_flight) = engine;
     let sent = client.sent.get()[g];
     let ok = client.ok.get()[g];
     let shed = client.shed.get()[g];
@@ -235,7 +237,8 @@ fn check_group(
         engine_offered: offered,
         engine_admitted: admitted,
         engine_rejected: rejected,
-        engine_completed: completed,
+        engine_abandoned: abandoned,
+        engine_ended: ended,
         engine_in_flight: in_flight,
         service_seen,
         client_sent: sent,
@@ -246,8 +249,8 @@ fn check_group(
         client_dropped_mid_body: mid_ok + mid_shed + mid_other,
         client_transport_errors: transport,
         client_not_sent: not_sent,
-        adds_up: offered == admitted + rejected,
-        all_ended: completed == admitted && in_flight == 0,
+        adds_up: offered == admitted + rejected + abandoned,
+        all_ended: ended == admitted && in_flight == 0,
         engine_eq_service: offered == service_seen,
         client_agrees,
     }
@@ -297,7 +300,7 @@ pub(crate) struct Verdict {
 /// admitted, rejected, completed, in_flight).
 fn engine_totals(ws: &WaitState) -> ([u64; 3], [EngineGroup; 4], usize) {
     let mut all = [0u64; 3];
-    let mut groups: [EngineGroup; 4] = [(0, 0, 0, 0, 0); 4];
+    let mut groups: [EngineGroup; 4] = [(0, 0, 0, 0, 0, 0); 4];
     let mut counters = Vec::new();
     ws.engine().load_counters(&mut counters);
     let n = counters.len();
@@ -309,8 +312,9 @@ fn engine_totals(ws: &WaitState) -> ([u64; 3], [EngineGroup; 4], usize) {
         g.0 += c.offered();
         g.1 += c.admitted;
         g.2 += c.rejected_total();
-        g.3 += c.completed;
-        g.4 += c.in_flight;
+        g.3 += c.abandoned;
+        g.4 += c.completed + c.cancelled + c.panicked;
+        g.5 += c.in_flight;
     }
     (all, groups, n)
 }
@@ -543,7 +547,7 @@ pub(crate) fn report(v: &Verdict) -> String {
     out += &format!(
         "| check | result |\n|---|---|\n\
          | in-flight after the drain is exactly 0 | {} ({}) |\n\
-         | every tag: offered = admitted + shed, and completed = admitted | {} |\n\
+         | every tag: offered = admitted + shed + abandoned in the queue, and ended (completed, cancelled, panicked) = admitted | {} |\n\
          | engine offered = requests that reached the service, per group | {} |\n\
          | client counts agree with the engine | {} |\n",
         mark(v.in_flight_zero),
@@ -567,15 +571,16 @@ pub(crate) fn report(v: &Verdict) -> String {
         }
         None => out += "| RSS flat after warm-up | no samples |\n",
     }
-    out += "\n| group | engine offered | admitted | shed | completed | reached the service | client sent | 200 | 429 | other status | dropped before the answer | dropped mid-body | no status | not sent |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    out += "\n| group | engine offered | admitted | shed | abandoned in the queue | ended | reached the service | client sent | 200 | 429 | other status | dropped before the answer | dropped mid-body | no status | not sent |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     for c in &v.groups {
         out += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             c.group,
             c.engine_offered,
             c.engine_admitted,
             c.engine_rejected,
-            c.engine_completed,
+            c.engine_abandoned,
+            c.engine_ended,
             c.service_seen,
             c.client_sent,
             c.client_ok,
@@ -638,13 +643,17 @@ mod tests {
         c.dropped_before_answer.add(0);
         c.dropped_mid_body_ok.add(0);
         // Known answers: 8; the two drops may or may not have reached the gate.
-        assert!(check_group("enterprise", (8, 7, 1, 7, 0), 8, &c, 0).client_agrees);
-        assert!(check_group("enterprise", (10, 8, 2, 8, 0), 10, &c, 0).client_agrees);
-        assert!(!check_group("enterprise", (11, 9, 2, 9, 0), 11, &c, 0).client_agrees);
-        assert!(!check_group("enterprise", (7, 7, 0, 7, 0), 7, &c, 0).client_agrees);
-        let leak = check_group("enterprise", (8, 7, 1, 6, 1), 8, &c, 0);
+        assert!(check_group("enterprise", (8, 7, 1, 0, 7, 0), 8, &c, 0).client_agrees);
+        assert!(check_group("enterprise", (10, 8, 2, 0, 8, 0), 10, &c, 0).client_agrees);
+        assert!(!check_group("enterprise", (11, 9, 2, 0, 9, 0), 11, &c, 0).client_agrees);
+        assert!(!check_group("enterprise", (7, 7, 0, 0, 7, 0), 7, &c, 0).client_agrees);
+        // A request that left the queue before a slot: offered, neither admitted nor shed.
+        let left = check_group("enterprise", (9, 7, 1, 1, 7, 0), 9, &c, 0);
+        assert!(left.adds_up && left.all_ended);
+        assert!(!check_group("enterprise", (9, 7, 1, 0, 7, 0), 9, &c, 0).adds_up);
+        let leak = check_group("enterprise", (8, 7, 1, 0, 6, 1), 8, &c, 0);
         assert!(leak.adds_up && !leak.all_ended);
-        assert!(!check_group("enterprise", (8, 7, 1, 7, 0), 9, &c, 0).engine_eq_service);
+        assert!(!check_group("enterprise", (8, 7, 1, 0, 7, 0), 9, &c, 0).engine_eq_service);
     }
 
     #[test]
