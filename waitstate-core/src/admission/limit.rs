@@ -109,8 +109,9 @@ enum Phase {
 
 const PROBE_FRACTION: f64 = 0.75;
 
-/// The least shift (median over baseline) that may raise the baseline: the default
-/// tolerance. It was 1.3, and a backend 10-30% slower than the baseline (a slowed
+/// The least shift (median over baseline) that may raise the baseline, the same as the
+/// default tolerance (kept apart from the setting: a user's tolerance says how much
+/// queueing to allow, not how sure a raise must be). It was 1.3, and a backend 10-30% slower than the baseline (a slowed
 /// dependency's median read at its onset, a busier host) was never re-learned: the 10-30%
 /// read as queueing for good and held the limit at the knee, under it during probes (the
 /// slow-dependency scenario: baseline 152 ms against a median of 176-200, limit 9.6, 89%

@@ -147,6 +147,17 @@ fn assert_near_50ms(baseline: Option<Duration>) {
     assert!((44.0..=56.0).contains(&b), "baseline {b} ms");
 }
 
+/// A window of 50 completions with this median, `pressed` of them having found no free slot
+/// (saturated when any did).
+fn window_of_50(median_us: u64, pressed: u64) -> Window {
+    Window {
+        samples: 50,
+        median_us,
+        saturated: pressed > 0,
+        pressed,
+    }
+}
+
 fn mean(xs: &[u64]) -> f64 {
     xs.iter().sum::<u64>() as f64 / xs.len() as f64
 }
@@ -484,19 +495,13 @@ fn calm_bursts_that_touch_the_limit_do_not_start_probes() {
         initial: 11.0,
         ..LimitSettings::default()
     });
-    let window = |median_ms: u64, pressed: u64| Window {
-        samples: 50,
-        median_us: median_ms * 1000,
-        saturated: pressed > 0,
-        pressed,
-    };
     let mut now = Duration::ZERO;
     let step = Duration::from_millis(250);
-    l.update(window(80, 0), now);
+    l.update(window_of_50(80_000, 0), now);
     for i in 0..240u64 {
         now += step;
         // A little queueing now and then: medians 84-96 ms against a baseline of 80.
-        l.update(window(84 + 4 * (i % 4), 5), now);
+        l.update(window_of_50((84 + 4 * (i % 4)) * 1000, 5), now);
         assert!(!l.is_probing(), "a probe at {now:?}, limit {}", l.limit());
         assert!(l.limit() >= 9, "limit {} at {now:?}", l.limit());
     }
@@ -504,7 +509,7 @@ fn calm_bursts_that_touch_the_limit_do_not_start_probes() {
     let mut probed = false;
     for _ in 0..40 {
         now += step;
-        l.update(window(90, 25), now);
+        l.update(window_of_50(90_000, 25), now);
         probed |= l.is_probing();
     }
     assert!(probed, "no probe in 10 s of hard pressure");
@@ -540,21 +545,16 @@ fn a_relearned_baseline_undoes_the_cuts_it_caused() {
         initial: 12.0,
         ..LimitSettings::default()
     });
-    let window = |median_ms: f64, saturated: bool| Window {
-        samples: 50,
-        median_us: (median_ms * 1000.0) as u64,
-        saturated,
-        pressed: if saturated { 50 } else { 0 },
-    };
     let mut now = Duration::ZERO;
-    l.update(window(80.0, false), now);
+    l.update(window_of_50(80_000, 0), now);
     // The backend's median goes from 80 to 176 ms (10 connections, queueing past them).
     let mut trace = Vec::new();
     let mut raised_at = None;
     for i in 0..40 {
         now += Duration::from_millis(700);
         let in_flight = l.limit() as f64;
-        l.update(window(176.0 * (in_flight / 10.0).max(1.0), true), now);
+        let median_ms = 176.0 * (in_flight / 10.0).max(1.0);
+        l.update(window_of_50((median_ms * 1000.0) as u64, 50), now);
         trace.push(l.limit());
         if raised_at.is_none() && l.baseline() > Some(Duration::from_millis(100)) {
             raised_at = Some(i);
